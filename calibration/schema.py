@@ -235,7 +235,9 @@ def _parse_pose(raw: dict) -> CameraExtrinsics:
     norm = float(np.linalg.norm(rotation))
     if abs(norm - 1.0) > 1e-3:
         raise CalibrationError(f"camera_pose.rotation_xyzw must be a unit quaternion, its norm is {norm:.6f}")
-    return CameraExtrinsics(translation=translation, rotation_xyzw=tuple(v / norm for v in rotation))
+    if abs(norm - 1.0) > 1e-9:  # renormalise rounding in the file, but keep exact ones exact
+        rotation = tuple(v / norm for v in rotation)
+    return CameraExtrinsics(translation=translation, rotation_xyzw=rotation)
 
 
 def _parse_workspace(raw: dict) -> WorkspaceBox:

@@ -1,0 +1,157 @@
+"""`drr`: the stack's command line. Each subcommand calls one library function.
+
+Human-readable output first; the last line printed is always one JSON object, so
+scripts can read `drr ... | tail -n 1`. Errors print a message naming the problem on
+stderr and `{"error": ...}` as the last line, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        result = args.run(args)
+    except (ValueError, OSError, ImportError) as exc:  # bad input: say what and exit cleanly
+        print(f"error: {exc}", file=sys.stderr)
+        print(json.dumps({"error": str(exc)}))
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drr", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(title="commands")
+
+    sim = _group(commands, "sim", "the MuJoCo mirror and MetaWorld tasks")
+    _command(sim, "tasks", "list the task ids", run_sim_tasks)
+    record = _command(sim, "record", "record scripted rollouts as MCAP episodes", run_sim_record)
+    record.add_argument("--task", required=True, help="a task id from `drr sim tasks`")
+    record.add_argument("--policy", default="expert", choices=("expert", "suboptimal", "random"))
+    record.add_argument("--episodes", type=int, default=10)
+    record.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    record.add_argument("--out", required=True, type=Path, help="output directory")
+    record.add_argument("--image-size", type=_size, default=None,
+                        help="HxW frames to record (default: the calibrated camera's resolution)")
+    record.add_argument("--calibration", type=Path, default=None,
+                        help="cell calibration YAML (default: the mirror's)")
+
+    dataset = _group(commands, "dataset", "recorded episode datasets")
+    info = _command(dataset, "info", "counts, success rates, incomplete files, contact sheet",
+                    run_dataset_info)
+    info.add_argument("root", type=Path)
+    info.add_argument("--contact-sheet", type=Path, default=None,
+                      help="PNG to write (default: ROOT/contact_sheet.png)")
+
+    demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
+    demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument("--episodes", type=int, default=20, help="expert episodes per mirror task")
+    demo.add_argument("--seed", type=int, default=0)
+
+    bench = _group(commands, "bench", "benchmarks")
+    bench_sim = _command(bench, "sim", "sim steps/s, render fps, episodes recorded per minute",
+                         run_bench_sim)
+    bench_sim.add_argument("--out", type=Path, default=Path("out/bench"))
+    return parser
+
+
+def run_sim_tasks(args) -> dict:
+    from sim.registry import metaworld_tasks, mirror_tasks
+
+    mirror, metaworld = mirror_tasks(), metaworld_tasks()
+    for task in mirror + metaworld:
+        print(task)
+    return {"mirror": list(mirror), "metaworld": list(metaworld)}
+
+
+def run_sim_record(args) -> dict:
+    from sim.record import record_episodes
+
+    summary = record_episodes(args.task, args.policy, args.episodes, args.seed, args.out,
+                              image_size=args.image_size, calibration=args.calibration)
+    result = summary.to_dict()
+    print(f"{result['episodes']} episodes of {args.task} ({args.policy}) in {args.out}: "
+          f"success {result['success_rate']:.0%}, {result['frames']} frames, "
+          f"{result['episodes_per_minute']} episodes/min")
+    return result
+
+
+def run_dataset_info(args) -> dict:
+    from robot.episodes import DatasetIndex, contact_sheet
+
+    index = DatasetIndex.scan(args.root)
+    summary = index.summary()
+    sheet = args.contact_sheet or args.root / "contact_sheet.png"
+    summary["contact_sheet"] = str(contact_sheet(index.select(complete_only=True), sheet))
+    print_dataset_summary(summary)
+    return summary
+
+
+def print_dataset_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['episodes']} episodes, {summary['frames']} frames")
+    for column in ("task", "source", "episodes", "success"):
+        table.add_column(column)
+    for row in summary.get("per_task_source", []):
+        table.add_row(row["task"], row["source"], str(row["episodes"]), f"{row['success_rate']:.0%}")
+    Console(stderr=False).print(table)
+    for problem in summary.get("incomplete", []):
+        print(f"incomplete: {problem}")
+    print(f"contact sheet: {summary['contact_sheet']}")
+
+
+def run_demo(args) -> dict:
+    from sim.record import record_episodes
+    from sim.registry import mirror_tasks
+
+    demos = args.out / "demos"
+    recorded = {}
+    for task in mirror_tasks():
+        summary = record_episodes(task, "expert", args.episodes, args.seed, demos)
+        recorded[task] = summary.to_dict()["success_rate"]
+    info = run_dataset_info(argparse.Namespace(root=demos, contact_sheet=args.out / "contact_sheet.png"))
+    return {"demos": str(demos), "expert_success_rate": recorded, "episodes": info["episodes"],
+            "frames": info["frames"], "contact_sheet": info["contact_sheet"]}
+
+
+def run_bench_sim(args) -> dict:
+    from bench.sim import run_sim_benchmark
+
+    return run_sim_benchmark(args.out)
+
+
+def _group(commands, name: str, help_text: str):
+    return commands.add_parser(name, help=help_text).add_subparsers(title=f"{name} commands")
+
+
+def _command(commands, name: str, help_text: str, run: Callable) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help_text)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must look like 480x640 (HxW), got {text!r}")
+    if height < 8 or width < 8:
+        raise argparse.ArgumentTypeError(f"image size must be at least 8x8, got {text!r}")
+    return height, width
+
+
+if __name__ == "__main__":
+    sys.exit(main())

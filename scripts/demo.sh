@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main job on the embedded default (the MuJoCo mirror, no robot, no GPU):
+# record scripted expert demonstrations of every mirror task and write a contact
+# sheet of them. Output lands in ${DRR_OUT:-out/demo}.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+exec .venv/bin/drr demo --out "${DRR_OUT:-out/demo}" "$@"

@@ -1,0 +1,74 @@
+"""Every task id the stack knows, and how to build its env and its scripted policies.
+
+Task ids name a suite and a task: `sim:<task>` for the MuJoCo mirror of the cell,
+`metaworld:<task>-v3` for the paper's MetaWorld tasks (needs the `metaworld` extra).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from sim.policies import Policy
+
+POLICY_KINDS = ("expert", "suboptimal", "random")
+SUITES = ("sim", "metaworld")
+
+
+def mirror_tasks() -> tuple[str, ...]:
+    from sim.envs import MIRROR_TASKS
+
+    return tuple(f"sim:{name}" for name in MIRROR_TASKS)
+
+
+def metaworld_tasks() -> tuple[str, ...]:
+    """Empty when the optional `metaworld` extra is not installed."""
+    try:
+        from sim.metaworld_adapter import PAPER_TASKS
+    except ImportError:
+        return ()
+
+    return tuple(f"metaworld:{name}" for name in PAPER_TASKS)
+
+
+def task_ids() -> tuple[str, ...]:
+    return mirror_tasks() + metaworld_tasks()
+
+
+def parse_task_id(task_id: str) -> tuple[str, str]:
+    """Split 'suite:name', checking both against what is installed."""
+    suite, sep, name = task_id.partition(":")
+    if not sep or suite not in SUITES:
+        raise ValueError(f"unknown task {task_id!r}: task ids look like 'sim:reach' or "
+                         f"'metaworld:reach-v3'; known: {', '.join(task_ids())}")
+    known = mirror_tasks() if suite == "sim" else metaworld_tasks()
+    if not known:
+        raise ValueError(f"task {task_id!r} needs MetaWorld: pip install -e '.[metaworld]'")
+    if task_id not in known:
+        raise ValueError(f"unknown task {task_id!r}; {suite} tasks are: {', '.join(known)}")
+    return suite, name
+
+
+def make_env(task_id: str, **kwargs) -> gym.Env:
+    """The task's env with the project's observation/info contract (see sim/envs.py)."""
+    suite, name = parse_task_id(task_id)
+    if suite == "sim":
+        from sim.envs import make_mirror_env
+
+        return make_mirror_env(name, **kwargs)
+    from sim.metaworld_adapter import make_metaworld_env
+
+    kwargs.pop("calibration", None)  # MetaWorld's camera is fixed by the benchmark
+    return make_metaworld_env(name, **kwargs)
+
+
+def make_policy(kind: str, task_id: str, env: gym.Env, seed: int | None = None) -> Policy:
+    if kind not in POLICY_KINDS:
+        raise ValueError(f"unknown policy {kind!r}; choose one of {', '.join(POLICY_KINDS)}")
+    suite, _ = parse_task_id(task_id)
+    if suite == "sim":
+        from sim.experts import make_mirror_policy
+
+        return make_mirror_policy(kind, env, seed)
+    from sim.metaworld_adapter import make_metaworld_policy
+
+    return make_metaworld_policy(kind, env, seed)

@@ -1,0 +1,70 @@
+"""The `drr` CLI as a user runs it: a separate process, last line one JSON object."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DRR = [sys.executable, "-m", "robot.cli"]
+
+
+def drr(*args: str, expect_ok: bool = True) -> tuple[dict, str]:
+    result = subprocess.run([*DRR, *args], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert (result.returncode == 0) == expect_ok, result.stderr + result.stdout
+    return json.loads(last_line), result.stderr
+
+
+def test_sim_tasks_lists_mirror_and_metaworld():
+    tasks, _ = drr("sim", "tasks")
+    assert len(tasks["mirror"]) >= 3 and all(t.startswith("sim:") for t in tasks["mirror"])
+    assert len(tasks["metaworld"]) == 7 and "metaworld:reach-v3" in tasks["metaworld"]
+
+
+def test_record_then_dataset_info(tmp_path):
+    tasks, _ = drr("sim", "tasks")
+    task = tasks["mirror"][0]
+    out = tmp_path / "episodes"
+    recorded, _ = drr("sim", "record", "--task", task, "--policy", "expert", "--episodes", "2",
+                      "--seed", "3", "--out", str(out), "--image-size", "96x128")
+    assert recorded["episodes"] == 2 and recorded["frames"] > 2
+    assert 0.0 <= recorded["success_rate"] <= 1.0
+    assert sorted(Path(f).name for f in recorded["files"]) == sorted(p.name for p in out.glob("*.mcap"))
+
+    info, _ = drr("dataset", "info", str(out))
+    assert info["episodes"] == 2 and info["frames"] == recorded["frames"]
+    assert Path(info["contact_sheet"]).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sim", "record", "--task", "sim:fly-to-moon", "--out", "{tmp}/x"], "unknown task"),
+        (["sim", "record", "--task", "sim:reach", "--episodes", "0", "--out", "{tmp}/x"], "at least 1"),
+        (["sim", "record", "--task", "sim:reach", "--out", "/proc/drr"], "output directory /proc/drr"),
+        (["sim", "record", "--task", "sim:reach", "--out", "{tmp}/x", "--calibration", "{tmp}/bad.yaml"],
+         "missing field camera.fx"),
+        (["dataset", "info", "{tmp}/nothing-here"], "nothing-here"),
+    ],
+)
+def test_bad_input_is_named(tmp_path, args, message):
+    (tmp_path / "bad.yaml").write_text(
+        (Path(__file__).parents[2] / "calibration/data/mirror.yaml").read_text().replace("fx: 615.0", ""))
+    result, stderr = drr(*(a.format(tmp=tmp_path) for a in args), expect_ok=False)
+    assert message in result["error"] and message in stderr
+
+
+def test_corrupt_episode_is_reported_and_kept(tmp_path):
+    tasks, _ = drr("sim", "tasks")
+    drr("sim", "record", "--task", tasks["mirror"][0], "--episodes", "1", "--out", str(tmp_path),
+        "--image-size", "64x64")
+    corrupt = tmp_path / "corrupt.mcap"
+    corrupt.write_bytes(b"this is not an mcap file" * 10)
+    info, _ = drr("dataset", "info", str(tmp_path))
+    assert info["episodes"] == 2
+    assert any("corrupt.mcap" in str(item) for item in info["incomplete"])
+    assert corrupt.exists()
