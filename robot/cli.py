@@ -106,7 +106,9 @@ def print_dataset_summary(summary: dict) -> None:
     for column in ("task", "source", "episodes", "success"):
         table.add_column(column)
     for row in summary.get("per_task_source", []):
-        table.add_row(row["task"], row["source"], str(row["episodes"]), f"{row['success_rate']:.0%}")
+        rate = row["success_rate"]  # None when no episode of the group is complete
+        table.add_row(row["task"], row["source"], str(row["episodes"]),
+                      "n/a" if rate is None else f"{rate:.0%}")
     Console(stderr=False).print(table)
     for problem in summary.get("incomplete", []):
         print(f"incomplete: {problem}")
