@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from robot.episodes import EpisodeMetadata, EpisodeWriter, episode_path
 from robot.types import ArmCommand
-from sim.registry import make_env, make_policy, parse_task_id
 from sim.policies import Policy
+from sim.registry import make_env, make_policy, parse_task_id
 
 # MetaWorld has no calibrated camera; the paper trains on 64x64 frames of it.
 METAWORLD_RECORD_SIZE = (128, 128)
