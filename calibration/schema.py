@@ -24,8 +24,8 @@ Example (calibration/data/mirror.yaml is the MuJoCo mirror's cell):
       distortion_model: plumb_bob
       distortion: [0.0, 0.0, 0.0, 0.0, 0.0]
     camera_pose:
-      translation: [1.3, 0.0, 0.7]
-      rotation_xyzw: [0.638473, 0.638473, -0.303894, -0.303894]
+      translation: [1.15, 0.0, 0.75]
+      rotation_xyzw: [0.645942, 0.645942, -0.287678, -0.287678]
     workspace:
       min: [0.25, -0.35, 0.02]
       max: [0.80, 0.35, 0.50]

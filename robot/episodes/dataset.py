@@ -145,22 +145,23 @@ LABEL_HEIGHT = 18
 
 
 def contact_sheet(entries: list[EpisodeEntry], out_png: str | Path, frames_per_episode: int = 6,
-                  tile: int = 96, max_episodes: int = 24) -> Path:
-    """One row per episode: a label band (task / source / outcome), then evenly spaced frames.
-    The PNG is frames_per_episode*tile wide and rows*(tile+18) high."""
+                  tile: int = 96, max_episodes: int = 24, aspect: float = 4 / 3) -> Path:
+    """One row per episode: a label band (task / source / outcome), then evenly spaced frames,
+    each fitted into a tile-high, aspect*tile-wide cell without distorting it.
+    The PNG is frames_per_episode*round(aspect*tile) wide and rows*(tile+18) high."""
     rows = list(entries)[:max_episodes]
     if not rows:
         raise ValueError("contact_sheet needs at least one episode entry")
-    if frames_per_episode < 1 or tile < 8:
-        raise ValueError(f"frames_per_episode must be >= 1 and tile >= 8, got {frames_per_episode}, {tile}")
-    width, row_height = frames_per_episode * tile, tile + LABEL_HEIGHT
-    sheet = np.full((len(rows) * row_height, width, 3), 32, dtype=np.uint8)
+    if frames_per_episode < 1 or tile < 8 or not aspect > 0:
+        raise ValueError(f"frames_per_episode must be >= 1, tile >= 8 and aspect > 0, "
+                         f"got {frames_per_episode}, {tile}, {aspect}")
+    cell_width, row_height = round(aspect * tile), tile + LABEL_HEIGHT
+    sheet = np.full((len(rows) * row_height, frames_per_episode * cell_width, 3), 32, dtype=np.uint8)
     for row, entry in enumerate(rows):
         top = row * row_height
         outcome = {True: "success", False: "failure", None: "incomplete"}[entry.success if entry.complete else None]
         try:
-            episode = read_episode(entry.path, image_size=(tile, tile))
-            frames = episode.frames
+            frames = read_episode(entry.path, image_size=None).frames
         except (EpisodeReadError, ValueError) as exc:
             frames, outcome = np.zeros((0, tile, tile, 3), np.uint8), f"unreadable ({type(exc).__name__})"
         label = f"{entry.task} / {entry.source} / {outcome} / {entry.num_frames} frames"
@@ -169,9 +170,19 @@ def contact_sheet(entries: list[EpisodeEntry], out_png: str | Path, frames_per_e
         if len(frames):
             picks = np.linspace(0, len(frames) - 1, frames_per_episode).round().astype(int)
             for column, index in enumerate(picks):
-                sheet[top + LABEL_HEIGHT:top + row_height, column * tile:(column + 1) * tile] = frames[index]
+                cell = sheet[top + LABEL_HEIGHT:top + row_height, column * cell_width:(column + 1) * cell_width]
+                _fit_into(frames[index], cell)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out_png), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
         raise OSError(f"{out_png}: could not write the contact sheet PNG")
     return out_png
+
+
+def _fit_into(frame: np.ndarray, cell: np.ndarray) -> None:
+    """Resize `frame` to fit `cell` keeping its aspect ratio, centred (letterboxed)."""
+    cell_h, cell_w = cell.shape[:2]
+    scale = min(cell_h / frame.shape[0], cell_w / frame.shape[1])
+    h, w = max(1, round(frame.shape[0] * scale)), max(1, round(frame.shape[1] * scale))
+    top, left = (cell_h - h) // 2, (cell_w - w) // 2
+    cell[top:top + h, left:left + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)

@@ -423,6 +423,9 @@ def test_contact_sheet(tmp_path):
     index = DatasetIndex.scan(tmp_path / "data")
     out = contact_sheet(index.entries, tmp_path / "sheets" / "sheet.png", frames_per_episode=4, tile=32)
     sheet = cv2.imread(str(out))
-    assert sheet.shape == (4 * (32 + 18), 4 * 32, 3)
+    assert sheet.shape == (4 * (32 + 18), 4 * 43, 3)
+    square = contact_sheet(index.entries, tmp_path / "square.png", frames_per_episode=4, tile=32,
+                           aspect=1.0)
+    assert cv2.imread(str(square)).shape == (4 * (32 + 18), 4 * 32, 3)
     capped = contact_sheet(index.entries, tmp_path / "capped.png", max_episodes=2)
-    assert cv2.imread(str(capped)).shape == (2 * (96 + 18), 6 * 96, 3)
+    assert cv2.imread(str(capped)).shape == (2 * (96 + 18), 6 * 128, 3)

@@ -49,7 +49,7 @@ def test_camera_projection_matches_calibrated_pinhole():
         mirror.reset(seed=0)
         rotation = base.camera_pose.rotation_matrix
         origin = np.array(base.camera_pose.translation)
-        for point in ([0.70, -0.25, 0.10], [0.45, 0.22, 0.30], [0.75, 0.20, 0.05]):
+        for point in ([0.70, -0.25, 0.10], [0.45, 0.22, 0.30], [0.65, 0.20, 0.08]):
             mirror.data.mocap_pos[0] = point
             mujoco.mj_forward(mirror.model, mirror.data)
             for height, width, tolerance in ((480, 640, 1.0), (120, 160, 0.5)):
