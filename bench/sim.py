@@ -82,4 +82,4 @@ def print_table(figures: dict) -> None:
     table.add_column("value", justify="right")
     for name, value in figures.items():
         table.add_row(name, f"{value:,.1f}" if isinstance(value, (float, np.floating)) else str(value))
-    Console().print(table)
+    Console(width=120).print(table)

@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sim = _command(bench, "sim", "sim steps/s, render fps, episodes recorded per minute",
                          run_bench_sim)
     bench_sim.add_argument("--out", type=Path, default=Path("out/bench"))
+    experts = _command(bench, "experts", "scripted expert/suboptimal/random success per task",
+                       run_bench_experts)
+    experts.add_argument("--out", type=Path, default=Path("out/bench"))
+    experts.add_argument("--mirror-seeds", type=int, default=50)
+    experts.add_argument("--metaworld-seeds", type=int, default=20)
+    experts.add_argument("--suite", choices=("sim", "metaworld", "all"), default="all")
     return parser
 
 
@@ -133,6 +139,13 @@ def run_bench_sim(args) -> dict:
     from bench.sim import run_sim_benchmark
 
     return run_sim_benchmark(args.out)
+
+
+def run_bench_experts(args) -> dict:
+    from bench.experts import run_experts_benchmark
+
+    suites = ("sim", "metaworld") if args.suite == "all" else (args.suite,)
+    return run_experts_benchmark(args.out, args.mirror_seeds, args.metaworld_seeds, suites)
 
 
 def _group(commands, name: str, help_text: str):

@@ -7,12 +7,15 @@ a zero twist, since the arm stops when the episode ends.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 from tqdm import tqdm
 
 from robot.episodes import EpisodeMetadata, EpisodeWriter, episode_path
@@ -98,26 +101,62 @@ def record_episodes(task_id: str, policy_kind: str, episodes: int, seed: int, ou
     return summary
 
 
-def record_one(env: gym.Env, policy: Policy, task_id: str, policy_kind: str, seed: int,
-               out: Path, index: int) -> tuple[Path, bool, int]:
+@dataclass
+class Step:
+    """What was observed at time t, and the command the arm executed in response."""
+
+    obs: dict
+    info: dict
+    command: ArmCommand
+    requested: ArmCommand | None
+    final: bool = False
+
+
+def rollout(env: gym.Env, policy: Policy, seed: int) -> Iterator[Step]:
+    """One episode; the last step is the outcome frame with a zero twist (the arm stops)."""
     obs, info = env.reset(seed=seed)
     policy.reset(seed)
+    while True:
+        next_obs, _, terminated, truncated, next_info = env.step(policy.act(obs, info))
+        yield Step(obs, info, next_info["command"], next_info["requested_command"])
+        obs, info = next_obs, next_info
+        if terminated or truncated:
+            break
+    yield Step(obs, info, ArmCommand.zero(gripper=info["command"].gripper), None, final=True)
+
+
+def record_one(env: gym.Env, policy: Policy, task_id: str, policy_kind: str, seed: int,
+               out: Path, index: int) -> tuple[Path, bool, int]:
+    steps = rollout(env, policy, seed)
+    first = next(steps)
     metadata = EpisodeMetadata(task=task_id, source=policy_kind, seed=seed,
-                               calibration_id=info["calibration_id"], policy=f"scripted-{policy_kind}",
+                               calibration_id=first.info["calibration_id"],
+                               policy=f"scripted-{policy_kind}",
                                control_rate_hz=float(env.unwrapped.control_rate_hz))
-    height, width = obs["image"].shape[:2]
-    camera = env.unwrapped.camera_intrinsics(height, width)
+    height, width = first.obs["image"].shape[:2]
     path = episode_path(out, metadata, index)
-    with EpisodeWriter(path, metadata, camera) as writer:
-        frames, done = 0, False
-        while not done:
-            action = policy.act(obs, info)
-            next_obs, _, terminated, truncated, next_info = env.step(action)
-            writer.write_step(obs["image"], info["robot_state"], next_info["command"],
-                              next_info["requested_command"])
-            obs, info, frames = next_obs, next_info, frames + 1
-            done = terminated or truncated
-        stop = ArmCommand.zero(gripper=info["command"].gripper)
-        writer.write_step(obs["image"], info["robot_state"], stop)
-        writer.finish(success=bool(info["success"]))
-    return path, bool(info["success"]), frames + 1
+    with EpisodeWriter(path, metadata, env.unwrapped.camera_intrinsics(height, width)) as writer:
+        frames = 0
+        for step in itertools.chain([first], steps):
+            writer.write_step(step.obs["image"], step.info["robot_state"], step.command, step.requested)
+            frames += 1
+        success = bool(step.info["success"])
+        writer.finish(success=success)
+    return path, success, frames
+
+
+def evaluate_policy(task_id: str, policy_kind: str, episodes: int, seed: int = 0,
+                    image_size: tuple[int, int] = (64, 64)) -> dict:
+    """Success rate and episode length of a scripted policy over seeds seed..seed+episodes-1."""
+    env = make_env(task_id, image_size=image_size)
+    policy = make_policy(policy_kind, task_id, env, seed)
+    successes, lengths = [], []
+    try:
+        for index in range(episodes):
+            steps = list(rollout(env, policy, seed + index))
+            successes.append(bool(steps[-1].info["success"]))
+            lengths.append(len(steps) - 1)  # control steps; the last entry is the outcome frame
+    finally:
+        env.close()
+    return {"task": task_id, "policy": policy_kind, "episodes": episodes,
+            "success_rate": float(np.mean(successes)), "mean_steps": float(np.mean(lengths))}
