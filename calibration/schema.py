@@ -72,7 +72,7 @@ class CameraIntrinsics:
         """Vertical field of view of an ideal pinhole with this fy and height."""
         return math.degrees(2.0 * math.atan(0.5 * self.height / self.fy))
 
-    def scaled(self, width: int, height: int) -> "CameraIntrinsics":
+    def scaled(self, width: int, height: int) -> CameraIntrinsics:
         """The same camera read out at another resolution (pixel-centre convention)."""
         sx, sy = width / self.width, height / self.height
         return CameraIntrinsics(

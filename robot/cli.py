@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +162,7 @@ def _size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"image size must look like 480x640 (HxW), got {text!r}")
+        raise argparse.ArgumentTypeError(f"image size must look like 480x640 (HxW), got {text!r}") from None
     if height < 8 or width < 8:
         raise argparse.ArgumentTypeError(f"image size must be at least 8x8, got {text!r}")
     return height, width

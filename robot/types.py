@@ -29,10 +29,10 @@ class ArmCommand:
         self.gripper = float(self.gripper)
 
     @classmethod
-    def zero(cls, gripper: float = 0.0) -> "ArmCommand":
+    def zero(cls, gripper: float = 0.0) -> ArmCommand:
         return cls(np.zeros(3), np.zeros(3), gripper)
 
-    def copy(self) -> "ArmCommand":
+    def copy(self) -> ArmCommand:
         return ArmCommand(self.linear.copy(), self.angular.copy(), self.gripper)
 
     def is_finite(self) -> bool:

@@ -75,8 +75,8 @@ except RenderBackendError as exc:  # physics still works; rendering raises this
     _BACKEND_ERROR = exc
 
 # After the backend is chosen, on purpose.
-import mujoco
-import numpy as np
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 class CameraRenderer:

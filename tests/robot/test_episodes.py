@@ -172,7 +172,7 @@ def test_rosbags_deserializes_every_message(tmp_path):
     count = 0
     with Reader(path) as reader:
         assert {c.topic: c.msgtype for c in reader.connections} == TOPICS
-        for connection, stamp, raw in reader.messages():
+        for connection, _stamp, raw in reader.messages():
             message = store.deserialize_cdr(raw, connection.msgtype)
             count += 1
             if connection.topic == "/ee_pose":

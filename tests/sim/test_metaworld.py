@@ -17,6 +17,7 @@ from sim.metaworld_adapter import (
     make_metaworld_env,
     make_metaworld_policy,
 )
+from sim.record import rollout
 
 MARKER = np.array([0.0, 1.0, 0.0, 1.0])  # pure green: nothing else in the scene is
 
@@ -29,14 +30,8 @@ def env():
 
 
 def run_episode(env: MetaWorldEnv, kind: str, seed: int) -> tuple[bool, int]:
-    policy = make_metaworld_policy(kind, env, seed=seed)
-    obs, info = env.reset(seed=seed)
-    policy.reset(seed)
-    for step in range(1, env.max_episode_steps + 1):
-        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-        if terminated or truncated:
-            break
-    return info["success"], step
+    steps = list(rollout(env, make_metaworld_policy(kind, env, seed=seed), seed))
+    return steps[-1].info["success"], len(steps) - 1  # the last entry is the outcome frame
 
 
 def project(env: MetaWorldEnv, point: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 
 from calibration import CalibrationError, load_calibration
 from robot.types import ArmCommand, RobotState
-from sim import render
+from sim import record, render
 from sim.envs import ENV_IDS, MIRROR_TASKS, PROPRIO_SIZE, make_mirror_env
 from sim.experts import make_mirror_policy
 
@@ -26,14 +26,9 @@ def envs():
 
 
 def rollout(env: gym.Env, policy, seed: int) -> tuple[bool, int, list[dict]]:
-    obs, info = env.reset(seed=seed)
-    policy.reset(seed)
-    infos, done, steps = [info], False, 0
-    while not done:
-        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-        infos.append(info)
-        steps, done = steps + 1, terminated or truncated
-    return bool(info["success"]), steps, infos
+    """(success, control steps, the info of every state visited) of one episode."""
+    infos = [step.info for step in record.rollout(env, policy, seed)]
+    return bool(infos[-1]["success"]), len(infos) - 1, infos
 
 
 # --- camera --------------------------------------------------------------------------
@@ -192,7 +187,7 @@ def test_registered_ids_and_time_limit():
         assert env.action_space.shape == (7,)
         env.reset(seed=0)
         env.unwrapped.data.mocap_pos[0] = [0.7, 0.3, 0.4]  # out of the way of a still arm
-        for step in range(env.spec.max_episode_steps):
+        for _ in range(env.spec.max_episode_steps):
             *_, terminated, truncated, _ = env.step(np.zeros(7, dtype=np.float32))
             assert not terminated
         assert truncated
