@@ -57,8 +57,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.bar(x + offset, [row[kind] for row in rows], width=0.27, label=kind)
     ax.set_xticks(x, [row["task"].split(":")[1] for row in rows], rotation=30, ha="right")
     ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1.05)
-    ax.legend(ncol=3, loc="upper right", fontsize=8)
+    ax.set_ylim(0, 1.25)  # headroom so the legend never covers a bar
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(ncol=3, loc="upper center", fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
