@@ -56,7 +56,7 @@ def measure_recording(task: str = TASK, episodes: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for label, size in (("480x640", None), ("64x64", (64, 64))):
             out = Path(tmp) / label
-            summary = record_episodes(task, "expert", episodes, 0, out, image_size=size, progress=False)
+            summary = record_episodes(task, "expert", range(episodes), out, image_size=size, progress=False)
             megabytes = sum(Path(f).stat().st_size for f in summary.files) / 1e6
             figures[f"episodes_per_minute_{label}"] = summary.to_dict()["episodes_per_minute"]
             figures[f"mb_per_episode_{label}"] = megabytes / episodes

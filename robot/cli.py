@@ -84,7 +84,10 @@ def run_sim_tasks(args) -> dict:
 def run_sim_record(args) -> dict:
     from sim.record import record_episodes
 
-    summary = record_episodes(args.task, args.policy, args.episodes, args.seed, args.out,
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    seeds = range(args.seed, args.seed + args.episodes)
+    summary = record_episodes(args.task, args.policy, seeds, args.out,
                               image_size=args.image_size, calibration=args.calibration)
     result = summary.to_dict()
     print(f"{result['episodes']} episodes of {args.task} ({args.policy}) in {args.out}: "
@@ -126,13 +129,32 @@ def run_demo(args) -> dict:
     from sim.registry import mirror_tasks
 
     demos = args.out / "demos"
-    recorded = {}
+    wanted = range(args.seed, args.seed + args.episodes)
+    recorded = recorded_seeds(demos, source="expert")
     for task in mirror_tasks():
-        summary = record_episodes(task, "expert", args.episodes, args.seed, demos)
-        recorded[task] = summary.to_dict()["success_rate"]
+        # Re-running resumes: seeds already recorded (complete) are not recorded again.
+        missing = [seed for seed in wanted if seed not in recorded.get(task, set())]
+        if missing:
+            record_episodes(task, "expert", missing, demos)
+        else:
+            print(f"{task}: all {args.episodes} expert episodes already in {demos}")
     info = run_dataset_info(argparse.Namespace(root=demos, contact_sheet=args.out / "contact_sheet.png"))
-    return {"demos": str(demos), "expert_success_rate": recorded, "episodes": info["episodes"],
-            "frames": info["frames"], "contact_sheet": info["contact_sheet"]}
+    return {"demos": str(demos), "episodes": info["episodes"], "frames": info["frames"],
+            "expert_success_rate": {row["task"]: row["success_rate"]
+                                    for row in info["per_task_source"] if row["source"] == "expert"},
+            "contact_sheet": info["contact_sheet"]}
+
+
+def recorded_seeds(root: Path, source: str) -> dict[str, set[int]]:
+    """Seeds of the complete episodes of `source` already under root, per task."""
+    from robot.episodes import DatasetIndex
+
+    if not any(root.rglob("*.mcap")):
+        return {}
+    seeds: dict[str, set[int]] = {}
+    for entry in DatasetIndex.scan(root).select(source=source, complete_only=True):
+        seeds.setdefault(entry.task, set()).add(entry.seed)
+    return seeds
 
 
 def run_bench_sim(args) -> dict:

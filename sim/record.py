@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,22 +74,23 @@ def check_writable_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def record_episodes(task_id: str, policy_kind: str, episodes: int, seed: int, out_dir: str | Path,
+def record_episodes(task_id: str, policy_kind: str, seeds: Sequence[int], out_dir: str | Path,
                     image_size: tuple[int, int] | None = None, calibration: str | Path | None = None,
                     progress: bool = True) -> RecordSummary:
-    """Record `episodes` rollouts with seeds seed, seed+1, ...; returns what was written."""
-    if episodes < 1:
-        raise ValueError(f"--episodes must be at least 1, got {episodes}")
+    """Record one rollout per seed into out_dir; returns what was written."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("record at least 1 episode (got no seeds)")
     out = check_writable_dir(out_dir)
     size = image_size or default_record_size(task_id, calibration)
     env = make_env(task_id, image_size=size, calibration=calibration)
-    policy = make_policy(policy_kind, task_id, env, seed)
+    policy = make_policy(policy_kind, task_id, env, seeds[0])
     summary = RecordSummary(task=task_id, policy=policy_kind)
     start = time.perf_counter()
     try:
-        bar = tqdm(range(episodes), desc=f"{task_id} {policy_kind}", unit="ep", disable=not progress)
-        for index in bar:
-            path, success, frames = record_one(env, policy, task_id, policy_kind, seed + index, out, index)
+        bar = tqdm(seeds, desc=f"{task_id} {policy_kind}", unit="ep", disable=not progress)
+        for index, seed in enumerate(bar):
+            path, success, frames = record_one(env, policy, task_id, policy_kind, seed, out, index)
             summary.episodes += 1
             summary.successes += int(success)
             summary.frames += frames

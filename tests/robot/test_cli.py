@@ -68,3 +68,12 @@ def test_corrupt_episode_is_reported_and_kept(tmp_path):
     assert info["episodes"] == 2
     assert any("corrupt.mcap" in str(item) for item in info["incomplete"])
     assert corrupt.exists()
+
+
+def test_demo_resumes_instead_of_recording_twice(tmp_path):
+    first, _ = drr("demo", "--out", str(tmp_path), "--episodes", "1")
+    assert first["episodes"] == len(first["expert_success_rate"]) >= 3
+    assert all(rate == 1.0 for rate in first["expert_success_rate"].values())
+    second, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2")
+    assert second["episodes"] == 2 * first["episodes"]  # only the new seed was recorded
+    assert Path(second["contact_sheet"]).is_file()

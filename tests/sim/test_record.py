@@ -16,7 +16,7 @@ def test_recorded_episode_is_the_rollout(tmp_path, task, size):
         steps = list(rollout(env, make_policy("expert", task, env, seed=5), seed=5))
     finally:
         env.close()
-    summary = record_episodes(task, "expert", 1, 5, tmp_path, image_size=size, progress=False)
+    summary = record_episodes(task, "expert", [5], tmp_path, image_size=size, progress=False)
     episode = read_episode(summary.files[0], image_size=None)
 
     assert episode.complete and episode.success is True and summary.successes == 1
@@ -32,7 +32,7 @@ def test_recorded_episode_is_the_rollout(tmp_path, task, size):
 
 
 def test_independent_reader_sees_identical_images(tmp_path):
-    summary = record_episodes("sim:reach", "random", 1, 2, tmp_path, image_size=(96, 128), progress=False)
+    summary = record_episodes("sim:reach", "random", [2], tmp_path, image_size=(96, 128), progress=False)
     ours = read_episode(summary.files[0], image_size=None).frames
     theirs = [np.frombuffer(m.ros_msg.data, np.uint8).reshape(m.ros_msg.height, m.ros_msg.width, 3)
               for m in read_ros2_messages(summary.files[0], topics=["/camera/camera/color/image_raw"])]
