@@ -16,7 +16,7 @@ message of a step has log time = publish time = header stamp = the sensor stamp.
   /gripper/command (Float64, 0 open .. 1 closed, the sent value).
 """
 
-from robot.episodes.dataset import DatasetIndex, EpisodeEntry, contact_sheet
+from robot.episodes.dataset import DatasetIndex, EpisodeEntry, contact_sheet, iter_episodes
 from robot.episodes.messages import GRIPPER_JOINT, TOPICS
 from robot.episodes.metadata import FORMAT_VERSION, SOURCES, EpisodeMetadata, episode_path
 from robot.episodes.reader import Episode, EpisodeReadError, read_episode
@@ -35,5 +35,6 @@ __all__ = [
     "EpisodeWriter",
     "contact_sheet",
     "episode_path",
+    "iter_episodes",
     "read_episode",
 ]

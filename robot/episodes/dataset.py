@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mcap.reader import make_reader
 from robot.episodes import messages as msgs
 from robot.episodes.metadata import parse_seed
 from robot.episodes.reader import (
+    Episode,
     EpisodeReadError,
     StreamPass,
     episode_status,
@@ -124,6 +126,14 @@ class DatasetIndex:
             "incomplete": [f"{e.path}: {'; '.join(e.problems) or 'incomplete'}"
                            for e in self.entries if not e.complete],
         }
+
+
+def iter_episodes(entries: Iterable[EpisodeEntry], image_size: tuple[int, int] | None = (64, 64),
+                  crop: tuple[int, int, int, int] | None = None) -> Iterator[Episode]:
+    """The entries' episodes as numpy arrays, one file in memory at a time; frames are
+    cropped (top, left, height, width) then resized to image_size, as read_episode does."""
+    for entry in entries:
+        yield read_episode(entry.path, image_size=image_size, crop=crop)
 
 
 def _groups(entries: list[EpisodeEntry], key) -> dict[Any, dict[str, Any]]:

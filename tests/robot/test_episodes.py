@@ -22,6 +22,7 @@ from robot.episodes import (
     EpisodeWriter,
     contact_sheet,
     episode_path,
+    iter_episodes,
     read_episode,
 )
 from robot.types import ArmCommand, RobotState
@@ -394,6 +395,17 @@ def test_split_is_deterministic_and_stable_under_additions(tmp_path):
     assert {e.episode_id for e in train} <= {e.episode_id for e in bigger_train}
     other_salt = DatasetIndex.scan(tmp_path).split(test_fraction=0.3, salt="other")[1]
     assert {e.episode_id for e in other_salt} != {e.episode_id for e in bigger_test}
+
+
+def test_iter_episodes_yields_model_sized_arrays(tmp_path):
+    _dataset(tmp_path, PLAN[:3])
+    train, _ = DatasetIndex.scan(tmp_path).split(test_fraction=0.0)
+    episodes = list(iter_episodes(train, image_size=(16, 16), crop=(0, 8, 48, 48)))
+    assert len(episodes) == 3
+    for entry, episode in zip(train, episodes):
+        assert episode.path == entry.path and len(episode) == entry.num_frames
+        assert episode.frames.shape[1:] == (16, 16, 3) and episode.frames.dtype == np.uint8
+        assert episode.actions.shape == (len(episode), 7)
 
 
 def test_scan_reads_finished_files_from_their_summary(tmp_path, monkeypatch):
