@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HxW frames to record (default: the calibrated camera's resolution)")
     record.add_argument("--calibration", type=Path, default=None,
                         help="cell calibration YAML (default: the mirror's)")
+    record.add_argument("--control-rate", type=_positive_hz, default=None, metavar="HZ",
+                        help="commands per second for sim:* tasks (default 10)")
 
     dataset = _group(commands, "dataset", "recorded episode datasets")
     info = _command(dataset, "info", "counts, success rates, incomplete files, contact sheet",
@@ -88,7 +90,8 @@ def run_sim_record(args) -> dict:
         raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
     seeds = range(args.seed, args.seed + args.episodes)
     summary = record_episodes(args.task, args.policy, seeds, args.out,
-                              image_size=args.image_size, calibration=args.calibration)
+                              image_size=args.image_size, calibration=args.calibration,
+                              control_hz=args.control_rate)
     result = summary.to_dict()
     print(f"{result['episodes']} episodes of {args.task} ({args.policy}) in {args.out}: "
           f"success {result['success_rate']:.0%}, {result['frames']} frames, "
@@ -178,6 +181,16 @@ def _command(commands, name: str, help_text: str, run: Callable) -> argparse.Arg
     parser = commands.add_parser(name, help=help_text)
     parser.set_defaults(run=run)
     return parser
+
+
+def _positive_hz(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 1.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"control rate must be a number of Hz in [1, 1000], got {text!r}")
+    return value
 
 
 def _size(text: str) -> tuple[int, int]:

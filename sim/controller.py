@@ -59,6 +59,11 @@ class DiffIKController:
         self.substeps = max(1, round(1.0 / (config.servo_hz * dt)))
         self.servo_dt = self.substeps * dt
         self.ticks = max(1, round(1.0 / (config.control_hz * self.servo_dt)))
+        if abs(self.ticks * self.servo_dt * config.control_hz - 1.0) > 1e-6:
+            # Otherwise the arm would silently run at another rate than the policy asked for.
+            raise ValueError(f"control rate {config.control_hz:g} Hz is not a whole number of servo "
+                             f"periods ({self.servo_dt * 1e3:g} ms); use a divisor of "
+                             f"{1.0 / self.servo_dt:g} Hz such as 5, 10, 20, 25 or 50")
         self.lower = arm.lower + config.limit_margin
         self.upper = arm.upper - config.limit_margin
         self.width_range = model.actuator_ctrlrange[arm.gripper_ctrl].copy()

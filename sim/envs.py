@@ -12,6 +12,7 @@ closed to ArmCommand.gripper 0 .. 1. Every command passes robot.safety.SafetyGat
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -191,15 +192,20 @@ def _size(size: tuple[int, int], name: str) -> tuple[int, int]:
 
 def make_mirror_env(task: str, *, image_size: tuple[int, int] = (64, 64),
                     calibration: CellCalibration | str | Path | None = None,
-                    max_episode_steps: int | None = None,
+                    max_episode_steps: int | None = None, control_hz: float | None = None,
                     render_size: tuple[int, int] | None = None, seed: int | None = None,
-                    **kwargs: Any) -> gym.Env:
-    """A mirror env with its time limit (the task's unless given) and render_mode
-    "rgb_array"; `seed` seeds the env (its first reset) and the action space."""
+                    controller: ControllerConfig | None = None, **kwargs: Any) -> gym.Env:
+    """A mirror env with its time limit (the task's, in steps at the control rate, unless
+    given) and render_mode "rgb_array"; `control_hz` overrides the controller's rate;
+    `seed` seeds the env (its first reset) and the action space."""
     task_cls = _task_class(task)
-    env = gym.make(ENV_IDS[task], max_episode_steps=max_episode_steps or task_cls.max_episode_steps,
-                   image_size=image_size, calibration=calibration, render_mode="rgb_array",
-                   render_size=render_size, **kwargs)
+    controller = controller or ControllerConfig()
+    if control_hz is not None:
+        controller = dataclasses.replace(controller, control_hz=control_hz)
+    steps = max_episode_steps or task_cls.steps_at(controller.control_hz)
+    env = gym.make(ENV_IDS[task], max_episode_steps=steps, image_size=image_size,
+                   calibration=calibration, render_mode="rgb_array", render_size=render_size,
+                   controller=controller, **kwargs)
     if seed is not None:
         # Seeded like reset(seed=seed), so the caller's first plain reset() is reproducible.
         env.unwrapped.np_random = seeding.np_random(seed)[0]
@@ -211,7 +217,8 @@ def _register() -> None:
     for task, env_id in ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point="sim.envs:MirrorEnv",
-                         max_episode_steps=TASKS[task].max_episode_steps, kwargs={"task": task})
+                         max_episode_steps=TASKS[task].steps_at(ControllerConfig().control_hz),
+                         kwargs={"task": task})
 
 
 _register()

@@ -76,14 +76,15 @@ def check_writable_dir(out_dir: str | Path) -> Path:
 
 def record_episodes(task_id: str, policy_kind: str, seeds: Sequence[int], out_dir: str | Path,
                     image_size: tuple[int, int] | None = None, calibration: str | Path | None = None,
-                    progress: bool = True) -> RecordSummary:
-    """Record one rollout per seed into out_dir; returns what was written."""
+                    control_hz: float | None = None, progress: bool = True) -> RecordSummary:
+    """Record one rollout per seed into out_dir; returns what was written.
+    control_hz: the mirror's control rate (default 10 Hz; time limits scale with it)."""
     seeds = list(seeds)
     if not seeds:
         raise ValueError("record at least 1 episode (got no seeds)")
     out = check_writable_dir(out_dir)
     size = image_size or default_record_size(task_id, calibration)
-    env = make_env(task_id, image_size=size, calibration=calibration)
+    env = make_env(task_id, image_size=size, calibration=calibration, control_hz=control_hz)
     policy = make_policy(policy_kind, task_id, env, seeds[0])
     summary = RecordSummary(task=task_id, policy=policy_kind)
     start = time.perf_counter()

@@ -58,6 +58,9 @@ def make_env(task_id: str, **kwargs) -> gym.Env:
     from sim.metaworld_adapter import make_metaworld_env
 
     kwargs.pop("calibration", None)  # MetaWorld's camera is fixed by the benchmark
+    if kwargs.pop("control_hz", None) is not None:
+        raise ValueError(f"{task_id} runs at MetaWorld's fixed control rate; "
+                         "a control rate can be set for sim:* tasks only")
     return make_metaworld_env(name, **kwargs)
 
 

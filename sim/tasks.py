@@ -32,14 +32,20 @@ class Box:
 class Task:
     """One task on one compiled scene. Subclasses bind names to ids in `__init__`.
 
-    Time limits (control steps at 10 Hz) are 1.07-2x the scripted expert's
+    Time limits (seconds; 15, 60 and 50 control steps at the default 10 Hz) are 1.07-2x
+    the scripted expert's
     longest episode over 200 seeds, so the expert always succeeds and the suboptimal
     expert (25% random actions) sometimes runs out of time.
     """
 
     name: str
     scene: str
-    max_episode_steps: int
+    time_limit_s: float
+
+    @classmethod
+    def steps_at(cls, control_hz: float) -> int:
+        """The time limit in control steps at this control rate."""
+        return max(1, round(cls.time_limit_s * control_hz))
 
     def __init__(self, model: mujoco.MjModel):
         self.model = model
@@ -56,7 +62,7 @@ class Task:
 
 
 class ReachTask(Task):
-    name, scene, max_episode_steps = "reach", "reach.xml", 15
+    name, scene, time_limit_s = "reach", "reach.xml", 1.5
     goal_box = Box((0.35, -0.25, 0.05), (0.70, 0.25, 0.35))
 
     def __init__(self, model: mujoco.MjModel):
@@ -77,7 +83,7 @@ class ReachTask(Task):
 
 
 class PushTask(Task):
-    name, scene, max_episode_steps = "push", "push.xml", 60
+    name, scene, time_limit_s = "push", "push.xml", 6.0
     puck_box = Box((0.42, -0.15), (0.62, 0.15))
     goal_box = Box((0.35, -0.25), (0.72, 0.25))
     goal_distance = (0.12, 0.22)  # m, puck start to goal
@@ -112,7 +118,7 @@ class PushTask(Task):
 
 
 class DrawerOpenTask(Task):
-    name, scene, max_episode_steps = "drawer-open", "drawer.xml", 50
+    name, scene, time_limit_s = "drawer-open", "drawer.xml", 5.0
     cabinet_box = Box((0.42, 0.17), (0.60, 0.23))  # cabinet front centre (x, y)
     goal_opening = 0.10  # m of the drawer's 0.16 m travel
 

@@ -183,7 +183,7 @@ def test_info_observation_and_spaces(envs):
 def test_registered_ids_and_time_limit():
     env = gym.make(ENV_IDS["reach"], angular=True)
     try:
-        assert env.spec.max_episode_steps == env.unwrapped.task.max_episode_steps
+        assert env.spec.max_episode_steps == env.unwrapped.task.steps_at(10.0)
         assert env.action_space.shape == (7,)
         env.reset(seed=0)
         env.unwrapped.data.mocap_pos[0] = [0.7, 0.3, 0.4]  # out of the way of a still arm

@@ -45,3 +45,19 @@ def test_evaluate_policy_separates_expert_from_random():
     random = evaluate_policy("sim:reach", "random", 3)
     assert expert["success_rate"] == 1.0 and random["success_rate"] == 0.0
     assert expert["mean_steps"] < random["mean_steps"]
+
+
+def test_control_rate_is_configurable_and_time_limits_follow_it(tmp_path):
+    summary = record_episodes("sim:push", "expert", [0, 1], tmp_path, image_size=(48, 64),
+                              control_hz=20.0, progress=False)
+    assert summary.successes == 2
+    episode = read_episode(summary.files[0], image_size=None)
+    assert float(episode.metadata["control_rate_hz"]) == 20.0
+    np.testing.assert_array_equal(np.diff(episode.stamps_ns), 50_000_000)
+    fast, default = make_env("sim:push", control_hz=20.0), make_env("sim:push")
+    assert fast.spec.max_episode_steps == 2 * default.spec.max_episode_steps
+    fast.close(), default.close()
+    with pytest.raises(ValueError, match="not a whole number of servo periods"):
+        make_env("sim:push", control_hz=30.0)
+    with pytest.raises(ValueError, match="fixed control rate"):
+        make_env("metaworld:reach-v3", control_hz=20.0)
