@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sim.policies import POLICY_KINDS
 from sim.record import check_writable_dir, evaluate_policy
-from sim.registry import POLICY_KINDS, metaworld_tasks, mirror_tasks
+from sim.registry import metaworld_tasks, mirror_tasks
 
 
 def run_experts_benchmark(out_dir: str | Path, mirror_seeds: int = 50, metaworld_seeds: int = 20,

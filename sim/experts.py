@@ -11,9 +11,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sim.policies import Policy, RandomPolicy, SuboptimalPolicy
+from sim.policies import Policy, scripted_policy
 
-POLICY_KINDS = ("expert", "suboptimal", "random")
 OPEN, CLOSED = -1.0, 1.0
 
 
@@ -123,13 +122,10 @@ EXPERTS: dict[str, type[_Expert]] = {
 
 
 def make_mirror_policy(kind: str, env: gym.Env, seed: int | None = None) -> Policy:
-    """The task's scripted expert, the expert with random actions mixed in, or random."""
-    if kind not in POLICY_KINDS:
-        raise ValueError(f"unknown policy kind {kind!r}; valid kinds: {', '.join(POLICY_KINDS)}")
-    if kind == "random":
-        return RandomPolicy(env.action_space, seed)
+    """kind: "expert" (scripted), "suboptimal" (expert with 25% random actions), "random"."""
     mirror = env.unwrapped
-    expert = EXPERTS[mirror.task.name](mirror.max_linear_speed, env.action_space.shape[0])
-    if kind == "expert":
-        return expert
-    return SuboptimalPolicy(expert, env.action_space, seed=seed)
+
+    def make_expert() -> Policy:
+        return EXPERTS[mirror.task.name](mirror.max_linear_speed, env.action_space.shape[0])
+
+    return scripted_policy(kind, make_expert, env.action_space, seed)

@@ -32,7 +32,7 @@ from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
 from calibration import CameraExtrinsics, CameraIntrinsics
 from robot.types import ArmCommand, RobotState
-from sim.policies import Policy, RandomPolicy, SuboptimalPolicy
+from sim.policies import Policy, scripted_policy
 
 PAPER_TASKS: tuple[str, ...] = (
     "assembly-v3",
@@ -62,7 +62,6 @@ EPISODE_STEPS: dict[str, int] = {
 DEFAULT_EPISODE_STEPS = 300
 ARM_JOINTS: tuple[str, ...] = tuple(f"right_j{i}" for i in range(7))
 PROPRIO_DIM = 4
-POLICY_KINDS: tuple[str, ...] = ("expert", "suboptimal", "random")
 
 
 def _check_task(task: str) -> None:
@@ -294,10 +293,4 @@ class MetaWorldExpert:
 
 def make_metaworld_policy(kind: str, env: gym.Env, seed: int | None = None) -> Policy:
     """kind: "expert" (scripted), "suboptimal" (expert with 25% random actions), "random"."""
-    if kind == "expert":
-        return MetaWorldExpert(env.unwrapped.task)
-    if kind == "suboptimal":
-        return SuboptimalPolicy(MetaWorldExpert(env.unwrapped.task), env.action_space, seed=seed)
-    if kind == "random":
-        return RandomPolicy(env.action_space, seed)
-    raise ValueError(f"unknown policy kind {kind!r}; expected one of {POLICY_KINDS}")
+    return scripted_policy(kind, lambda: MetaWorldExpert(env.unwrapped.task), env.action_space, seed)

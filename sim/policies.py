@@ -7,12 +7,14 @@ The paper's "suboptimal" demonstrations are the expert with 25% random actions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
 SUBOPTIMAL_RANDOM_FRACTION = 0.25
+POLICY_KINDS = ("expert", "suboptimal", "random")
 
 
 class Policy(Protocol):
@@ -67,3 +69,15 @@ class SuboptimalPolicy:
         if self.rng.random() < self.random_fraction:
             return self.random.act(obs, info)
         return expert_action
+
+
+def scripted_policy(kind: str, make_expert: Callable[[], Policy], action_space: gym.spaces.Box,
+                    seed: int | None = None) -> Policy:
+    """The task's expert, the expert with random actions mixed in (the paper's
+    "suboptimal"), or uniform random: the three sources of scripted episodes."""
+    if kind not in POLICY_KINDS:
+        raise ValueError(f"unknown policy kind {kind!r}; valid kinds: {', '.join(POLICY_KINDS)}")
+    if kind == "random":
+        return RandomPolicy(action_space, seed)
+    expert = make_expert()
+    return expert if kind == "expert" else SuboptimalPolicy(expert, action_space, seed=seed)
