@@ -30,8 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class JsonErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error also ends with the JSON error line scripts read."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(json.dumps({"error": f"{self.prog}: {message}"}))
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drr", description=__doc__.splitlines()[0])
+    parser = JsonErrorParser(prog="drr", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(title="commands")
 
     sim = _group(commands, "sim", "the MuJoCo mirror and MetaWorld tasks")

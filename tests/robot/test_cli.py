@@ -53,6 +53,12 @@ def test_record_then_dataset_info(tmp_path):
         (["sim", "record", "--task", "sim:reach", "--out", "{tmp}/x", "--calibration", "{tmp}/bad.yaml"],
          "missing field camera.fx"),
         (["dataset", "info", "{tmp}/nothing-here"], "nothing-here"),
+        (["sim", "record", "--task", "sim:reach", "--out", "{tmp}/x", "--control-rate", "fast"],
+         "control rate must be a number of Hz"),
+        (["sim", "record", "--task", "sim:reach", "--out", "{tmp}/x", "--image-size", "64"],
+         "image size must look like 480x640"),
+        (["sim", "record", "--task", "sim:reach", "--out", "{tmp}/x", "--policy", "perfect"],
+         "invalid choice: 'perfect'"),
     ],
 )
 def test_bad_input_is_named(tmp_path, args, message):
