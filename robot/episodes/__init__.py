@@ -19,10 +19,11 @@ message of a step has log time = publish time = header stamp = the sensor stamp.
 from robot.episodes.dataset import DatasetIndex, EpisodeEntry, contact_sheet, iter_episodes
 from robot.episodes.messages import GRIPPER_JOINT, TOPICS
 from robot.episodes.metadata import FORMAT_VERSION, SOURCES, EpisodeMetadata, episode_path
-from robot.episodes.reader import Episode, EpisodeReadError, read_episode
+from robot.episodes.reader import CENTER_SQUARE, Episode, EpisodeReadError, read_episode
 from robot.episodes.writer import EpisodeWriter
 
 __all__ = [
+    "CENTER_SQUARE",
     "FORMAT_VERSION",
     "GRIPPER_JOINT",
     "SOURCES",

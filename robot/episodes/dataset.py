@@ -129,7 +129,7 @@ class DatasetIndex:
 
 
 def iter_episodes(entries: Iterable[EpisodeEntry], image_size: tuple[int, int] | None = (64, 64),
-                  crop: tuple[int, int, int, int] | None = None) -> Iterator[Episode]:
+                  crop: tuple[int, int, int, int] | str | None = None) -> Iterator[Episode]:
     """The entries' episodes as numpy arrays, one file in memory at a time; frames are
     cropped (top, left, height, width) then resized to image_size, as read_episode does."""
     for entry in entries:

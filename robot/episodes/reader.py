@@ -27,6 +27,9 @@ _STEP_TOPICS = (msgs.JOINT_STATES_TOPIC, msgs.EE_POSE_TOPIC, msgs.GATED_TWIST_TO
 _REQUIRED = (msgs.JOINT_STATES_TOPIC, msgs.EE_POSE_TOPIC, msgs.GATED_TWIST_TOPIC, msgs.GRIPPER_TOPIC)
 
 
+CENTER_SQUARE = "center"  # crop: the largest centred square, so square model inputs keep the aspect
+
+
 class EpisodeReadError(Exception):
     """Not an MCAP file, or not one readable record in it."""
 
@@ -143,7 +146,7 @@ def episode_status(found: StreamPass, num_frames: int) -> tuple[bool | None, boo
 class _Steps:
     """Collects the messages of each step, keyed by the image that opens it."""
 
-    def __init__(self, image_size: tuple[int, int] | None, crop: tuple[int, int, int, int] | None):
+    def __init__(self, image_size: tuple[int, int] | None, crop: tuple[int, int, int, int] | str | None):
         self.image_size, self.crop = image_size, crop
         self.steps: list[dict[str, Any]] = []
         self.camera_info: dict[str, Any] = {}
@@ -170,7 +173,11 @@ class _Steps:
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
-        if self.crop is not None:
+        if self.crop == CENTER_SQUARE:
+            side = min(height, width)
+            top, left = (height - side) // 2, (width - side) // 2
+            frame = frame[top:top + side, left:left + side]
+        elif self.crop is not None:
             top, left, crop_h, crop_w = self.crop
             if min(top, left) < 0 or crop_h <= 0 or crop_w <= 0 or top + crop_h > height \
                     or left + crop_w > width:
@@ -202,14 +209,15 @@ def _camera_info(info: Any) -> dict[str, Any]:
 
 
 def read_episode(path: str | Path, image_size: tuple[int, int] | None = (64, 64),
-                 crop: tuple[int, int, int, int] | None = None) -> Episode:
-    """Decode one episode. crop = (top, left, height, width) in source pixels, applied before
-    resizing to image_size = (h, w) with INTER_AREA; image_size None keeps the (cropped) size."""
+                 crop: tuple[int, int, int, int] | str | None = None) -> Episode:
+    """Decode one episode. crop = (top, left, height, width) in source pixels, or "center" for
+    the largest centred square, applied before resizing to image_size = (h, w) with
+    INTER_AREA; image_size None keeps the (cropped) size."""
     path = Path(path)
     if image_size is not None and (len(image_size) != 2 or min(image_size) <= 0):
         raise ValueError(f"image_size must be (height, width) > 0 or None, got {image_size!r}")
-    if crop is not None and len(crop) != 4:
-        raise ValueError(f"crop must be (top, left, height, width), got {crop!r}")
+    if crop is not None and crop != CENTER_SQUARE and len(crop) != 4:
+        raise ValueError(f"crop must be (top, left, height, width) or {CENTER_SQUARE!r}, got {crop!r}")
     collected = _Steps(image_size, crop)
     found = stream_pass(path, collected)
     steps = [s for s in collected.steps if all(topic in s for topic in _REQUIRED)]

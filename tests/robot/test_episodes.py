@@ -14,6 +14,7 @@ from mcap.reader import make_reader
 
 from calibration.schema import CameraIntrinsics
 from robot.episodes import (
+    CENTER_SQUARE,
     SOURCES,
     TOPICS,
     DatasetIndex,
@@ -406,6 +407,18 @@ def test_iter_episodes_yields_model_sized_arrays(tmp_path):
         assert episode.path == entry.path and len(episode) == entry.num_frames
         assert episode.frames.shape[1:] == (16, 16, 3) and episode.frames.dtype == np.uint8
         assert episode.actions.shape == (len(episode), 7)
+
+
+def test_center_square_crop(tmp_path):
+    _dataset(tmp_path, PLAN[:1])
+    (entry,) = DatasetIndex.scan(tmp_path).entries
+    full = read_episode(entry.path, image_size=None).frames
+    side = min(H, W)
+    left = (W - side) // 2
+    centred = read_episode(entry.path, image_size=None, crop=CENTER_SQUARE).frames
+    np.testing.assert_array_equal(centred, full[:, :, left:left + side])
+    with pytest.raises(ValueError, match="or 'center'"):
+        read_episode(entry.path, crop="middle")
 
 
 def test_scan_reads_finished_files_from_their_summary(tmp_path, monkeypatch):
