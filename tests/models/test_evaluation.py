@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from models.evaluation import auroc, plot_reward_curves, summarize, time_correlation
+
+
+def test_auroc_extremes_and_ties():
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert auroc(np.ones(5), np.ones(7)) == 0.5
+    rng = np.random.default_rng(0)
+    assert auroc(rng.normal(1, 1, 4000), rng.normal(0, 1, 4000)) == pytest.approx(0.76, abs=0.02)
+    with pytest.raises(ValueError, match="both sides"):
+        auroc(np.array([]), np.ones(3))
+
+
+def test_time_correlation():
+    assert time_correlation([np.arange(10.0), np.arange(5.0) ** 2]) == pytest.approx(1.0)
+    assert time_correlation([np.arange(10.0)[::-1]]) == pytest.approx(-1.0)
+    assert np.isnan(time_correlation([np.ones(10)]))
+
+
+def test_summarize_and_plot(tmp_path):
+    rewards = {"expert": [np.linspace(0, 1, 20), np.linspace(0.2, 1.2, 15)],
+               "suboptimal": [np.linspace(-0.5, 0.5, 20)], "random": [np.full(20, -1.0)]}
+    summary = summarize(rewards)
+    assert summary["mean_expert"] > summary["mean_suboptimal"] > summary["mean_random"]
+    assert summary["auroc_expert_vs_random"] == 1.0
+    assert 0.5 < summary["auroc_expert_vs_suboptimal"] < 1.0
+    assert summary["spearman_expert_time"] == pytest.approx(1.0)
+    assert summary["episodes"] == {"expert": 2, "suboptimal": 1, "random": 1}
+    path = plot_reward_curves({"sim:reach": rewards, "sim:push": rewards}, tmp_path / "curves.png")
+    assert path.stat().st_size > 5000
