@@ -1,0 +1,48 @@
+"""Training entry points on episodes the stack records itself (tiny presets)."""
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.train import load_codec, train_codec
+from sim.record import record_episodes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two torch threads on two shared cores spin-wait on each other; one is steadier.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("episodes")
+    for task in ("sim:reach", "sim:push"):
+        record_episodes(task, "expert", range(5), root, image_size=(96, 128), progress=False)
+    return root
+
+
+def test_codec_trains_resumes_and_evaluates(episodes, tmp_path):
+    first = train_codec(episodes, tmp_path, "tiny", steps=30, progress=False)
+    assert first["steps"] == 30 and first["train_episodes"] >= 5
+    assert load_checkpoint(first["checkpoint"]).step == 30
+    resumed = train_codec(episodes, tmp_path, "tiny", steps=60, progress=False)
+    assert resumed["steps"] == 60  # continued from 30, not restarted
+    assert (tmp_path / "tensorboard" / "codec").is_dir()
+    if resumed["test_l1"] is not None:
+        assert resumed["test_l1"] < 1.0 and (tmp_path / "codec_reconstructions.png").is_file()
+    model, ckpt = load_codec(first["checkpoint"], preset="tiny")
+    assert ckpt.kind == "codec" and model.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 8)
+
+
+def test_codec_refuses_other_data_and_presets(episodes, tmp_path):
+    train_codec(episodes, tmp_path, "tiny", steps=2, progress=False, tasks=["sim:reach"])
+    with pytest.raises(ValueError, match="trained on other episodes"):
+        train_codec(episodes, tmp_path, "tiny", steps=4, progress=False, tasks=["sim:push"])
+    with pytest.raises(ValueError, match="expected preset 'cpu'"):
+        load_codec(tmp_path / "codec.ckpt", preset="cpu")
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        train_codec(episodes, tmp_path / "other", "huge", progress=False)
