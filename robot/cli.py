@@ -66,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--contact-sheet", type=Path, default=None,
                       help="PNG to write (default: ROOT/contact_sheet.png)")
 
+    train = _group(commands, "train", "reward model training on recorded episodes")
+    codec = _command(train, "codec", "train the VQGAN codec on expert episodes", run_train_codec)
+    codec.add_argument("--data", required=True, type=Path, help="folder of recorded episodes")
+    codec.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds codec.ckpt)")
+    codec.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"))
+    codec.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
+    codec.add_argument("--seed", type=int, default=0)
+    codec.add_argument("--tasks", nargs="+", default=None, help="task ids to train on (default: all)")
+    codec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--episodes", type=int, default=20, help="expert episodes per mirror task")
@@ -135,6 +145,19 @@ def print_dataset_summary(summary: dict) -> None:
     for problem in summary.get("incomplete", []):
         print(f"incomplete: {problem}")
     print(f"contact sheet: {summary['contact_sheet']}")
+
+
+def run_train_codec(args) -> dict:
+    import torch
+
+    from models.train import train_codec
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train_codec(args.data, args.out, args.preset, steps=args.steps, seed=args.seed, tasks=args.tasks)
+    print(f"codec ({args.preset}) trained to step {result['steps']} on {result['train_frames']} frames: "
+          f"{result['checkpoint']}; held-out L1 {result['test_l1']}")
+    return result
 
 
 def run_demo(args) -> dict:
