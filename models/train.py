@@ -29,7 +29,9 @@ from models.codec import (
     preprocess,
     train_codec_steps,
 )
-from models.data import load_frames, select_episodes
+from models.data import EpisodeFrames, load_frames, select_episodes
+from models.diffusion import EMA, DiffusionConfig, VideoDiffusion, condition_windows
+from models.rewards import RewardStats, episode_windows
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ CODEC_SCHEDULES = {
     "tiny": Schedule(steps=60, batch_size=8, lr=1e-3, checkpoint_every=30),
     "cpu": Schedule(steps=3000, batch_size=16, lr=2e-4, checkpoint_every=500),
     "paper": Schedule(steps=100_000, batch_size=32, lr=4.5e-5, checkpoint_every=5000),
+}
+
+
+VIDEO_SCHEDULES = {
+    "tiny": Schedule(steps=150, batch_size=16, lr=1e-3, checkpoint_every=75),
+    "cpu": Schedule(steps=3000, batch_size=32, lr=4e-4, checkpoint_every=500),
+    "paper": Schedule(steps=200_000, batch_size=64, lr=4.5e-4, checkpoint_every=5000),
 }
 
 
@@ -177,3 +186,107 @@ def evaluate_codec(model: VQGAN, data: str | Path, tasks: Sequence[str] | None, 
                "reconstructions_png": str(png)}
     (out / "codec_eval.json").write_text(json.dumps(figures, indent=2))
     return figures
+
+
+@torch.no_grad()
+def encode_episodes(codec: VQGAN, episodes: Sequence[EpisodeFrames], batch: int = 128) -> list[torch.Tensor]:
+    """Each episode's frames as (F, 64) codec tokens; every frame is encoded once."""
+    codec.eval()
+    size = codec.config.image_size
+    return [torch.cat([codec.encode(preprocess(chunk, size)).flatten(1)
+                       for chunk in np.array_split(e.frames, max(1, len(e.frames) // batch + 1))
+                       if len(chunk)])
+            for e in episodes]
+
+
+def train_video(data: str | Path, out: str | Path, codec_path: str | Path, preset: str = "cpu", *,
+                steps: int | None = None, seed: int = 0, tasks: Sequence[str] | None = None,
+                progress: bool = True) -> dict:
+    """Train (or resume) the conditional video diffusion model on the codec's tokens of the
+    train-split expert episodes, then store the reward's standardisation statistics."""
+    schedule = _schedule(VIDEO_SCHEDULES, preset, steps)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "video.ckpt"
+    generator = seed_everything(seed)
+    codec, codec_ckpt = load_codec(codec_path)
+    config = DiffusionConfig.preset(preset, codebook_size=codec.config.codebook_size)
+
+    entries = select_episodes(data, tasks=tasks, split="train")
+    fingerprint = data_fingerprint(e.episode_id for e in entries)
+    tokens = encode_episodes(codec, load_frames(entries, codec.config.image_size, progress=progress))
+    pairs = [condition_windows(t, config.condition_frames, config.frame_skip) for t in tokens]
+    cond, target = torch.cat([c for c, _ in pairs]), torch.cat([t for _, t in pairs])
+
+    model = VideoDiffusion(config)
+    ema = EMA(model, config.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=0.01)
+    step = _resume_video(path, preset, fingerprint, model, ema, optimizer)
+    writer = SummaryWriter(str(out / "tensorboard" / "video"))
+    bar = tqdm(total=schedule.steps, initial=step, desc=f"video {preset}", unit="step", disable=not progress)
+    model.train()
+    try:
+        while step < schedule.steps:
+            batch = torch.randint(0, len(target), (schedule.batch_size,), generator=generator)
+            loss, logs = model.loss(cond[batch], target[batch], generator)
+            if not torch.isfinite(loss):
+                raise ValueError(f"video training diverged at step {step} (loss {loss.item()}); the last good "
+                                 f"checkpoint is kept: {path if path.exists() else 'none yet'}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            ema.update(model)
+            step += 1
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(vlb=f"{logs['vlb']:.3f}")
+                for name, value in logs.items():
+                    writer.add_scalar(f"video/{name}", value, step)
+            if step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, None)
+    finally:
+        bar.close()
+        writer.close()
+    stats = expert_reward_stats(model, ema, tokens, progress)
+    _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats)
+    return {"checkpoint": str(path), "preset": preset, "steps": step, "train_pairs": len(target),
+            "train_episodes": len(entries), "reward_stats": stats.to_dict()}
+
+
+def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
+                        progress: bool = True) -> RewardStats:
+    """Mean and std of the raw entropy reward (EMA weights) over the training expert frames."""
+    rewards_model = VideoDiffusion(model.config)
+    ema.copy_to(rewards_model)
+    config = model.config
+    rewards = [rewards_model.entropy_reward(episode_windows(t, config.condition_frames, config.frame_skip))
+               for t in tqdm(tokens, desc="reward statistics", unit="ep", disable=not progress)]
+    return RewardStats.from_rewards(torch.cat(rewards))
+
+
+def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDiffusion, ema: EMA,
+                optimizer: torch.optim.Optimizer, codec_ckpt: Checkpoint, fingerprint: str, step: int,
+                stats: RewardStats | None) -> None:
+    # The codec goes in without its discriminator and optimizer: the file only has to score.
+    codec = Checkpoint(kind="codec", preset=codec_ckpt.preset, config=codec_ckpt.config,
+                       state_dict=codec_ckpt.state_dict, data_fingerprint=codec_ckpt.data_fingerprint,
+                       code_version=codec_ckpt.code_version, step=codec_ckpt.step)
+    save_checkpoint(Checkpoint(kind="video", preset=preset, config=config.to_dict(), state_dict=model.state_dict(),
+                               ema_state_dict=ema.state_dict()["shadow"], codec=codec.to_dict(),
+                               stats=stats.to_dict() if stats else None, data_fingerprint=fingerprint,
+                               step=step, extra={"optimizer": optimizer.state_dict()}), path)
+
+
+def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusion, ema: EMA,
+                  optimizer: torch.optim.Optimizer) -> int:
+    if not path.exists():
+        return 0
+    ckpt = load_checkpoint(path, expect_kind="video", expect_preset=preset)
+    if ckpt.data_fingerprint != fingerprint:
+        raise ValueError(f"{path} was trained on other episodes (data fingerprint differs); "
+                         "use a new --out directory to train on this data")
+    load_state_checked(model, ckpt.state_dict, f"video model weights in {path}")
+    ema.load_state_dict({"decay": ema.decay, "shadow": ckpt.ema_state_dict})
+    optimizer.load_state_dict(ckpt.extra["optimizer"])
+    return ckpt.step

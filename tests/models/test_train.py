@@ -46,3 +46,23 @@ def test_codec_refuses_other_data_and_presets(episodes, tmp_path):
         load_codec(tmp_path / "codec.ckpt", preset="cpu")
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         train_codec(episodes, tmp_path / "other", "huge", progress=False)
+
+
+def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
+    import numpy as np
+
+    from models.data import load_frames, select_episodes
+    from models.reward_model import DiffusionReward
+    from models.train import train_video
+
+    codec = train_codec(episodes, tmp_path / "codec", "tiny", steps=20, progress=False)
+    result = train_video(episodes, tmp_path / "video", codec["checkpoint"], "tiny", steps=40, progress=False)
+    assert result["steps"] == 40 and result["reward_stats"]["std"] > 0
+    reward = DiffusionReward.load(result["checkpoint"], preset="tiny")
+    (episode,) = load_frames(select_episodes(episodes, split="all")[:1], reward.image_size, progress=False)
+    labels = reward.label_episode(episode.frames)
+    assert labels.raw.shape == labels.standardized.shape == (len(episode.frames),)
+    np.testing.assert_array_equal(labels.raw, reward.label_episode(episode.frames).raw)  # seeded
+    stream = reward.stream()
+    streamed = [stream.push(frame, stamp_ns=i + 1) for i, frame in enumerate(episode.frames[:3])]
+    assert all(np.isfinite(raw) and np.isfinite(std) for raw, std in streamed)

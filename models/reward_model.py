@@ -1,0 +1,100 @@
+"""The trained Diffusion Reward as the rest of the stack uses it.
+
+    reward = DiffusionReward.load("runs/video/video.ckpt")
+    labels = reward.label_episode(frames)          # episode API: all frames in one batch
+    stream = reward.stream(); stream.push(frame)   # streaming API: newest frame's reward
+
+Frames are uint8 (H, W, 3) at the model's input size (see models.data for cropping and
+resizing camera images). The raw reward is the paper's entropy reward (an estimate of
+the negative conditional entropy of the next frame given the history ending at the
+current frame); the standardised one uses the training experts' mean and std stored in
+the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import Checkpoint, load_checkpoint, load_state_checked
+from models.codec import VQGAN, CodecConfig, preprocess
+from models.diffusion import DiffusionConfig, VideoDiffusion
+from models.rewards import RewardStats, TokenRingBuffer, episode_windows
+
+
+@dataclass
+class RewardLabels:
+    raw: np.ndarray  # (F,) nats
+    standardized: np.ndarray  # (F,)
+
+
+class DiffusionReward:
+    def __init__(self, codec: VQGAN, video: VideoDiffusion, stats: RewardStats, *,
+                 num_samples: int = 1, skip: int = 9, seed: int = 0):
+        if num_samples < 1 or skip < 0:
+            raise ValueError(f"num_samples must be >= 1 and skip >= 0, got {num_samples}, {skip}")
+        self.codec, self.video, self.stats = codec.eval(), video.eval(), stats
+        self.num_samples, self.skip, self.seed = num_samples, skip, seed
+
+    @classmethod
+    def load(cls, path: str | Path, preset: str | None = None, **kwargs) -> DiffusionReward:
+        """A video checkpoint with its embedded codec and statistics; EMA weights score."""
+        ckpt = load_checkpoint(path, expect_kind="video", expect_preset=preset)
+        if ckpt.stats is None:
+            raise ValueError(f"{path} has no reward statistics: its training did not finish "
+                             "(train it to the end, or resume it, before scoring)")
+        codec_ckpt = Checkpoint.from_dict(ckpt.codec, where=f"the codec inside {path}")
+        codec = VQGAN(CodecConfig.from_dict(codec_ckpt.config))
+        load_state_checked(codec, codec_ckpt.state_dict, f"codec weights in {path}")
+        video = VideoDiffusion(DiffusionConfig.from_dict(ckpt.config))
+        load_state_checked(video, ckpt.ema_state_dict or ckpt.state_dict, f"video model EMA weights in {path}")
+        return cls(codec, video, RewardStats.from_dict(ckpt.stats), **kwargs)
+
+    @property
+    def image_size(self) -> int:
+        return self.codec.config.image_size
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """(F, H, W, 3) uint8 at the model's input size -> (F, 64) tokens."""
+        return self.codec.encode(preprocess(frames, self.image_size)).flatten(1)
+
+    @torch.no_grad()
+    def score_histories(self, histories: torch.Tensor) -> np.ndarray:
+        """Raw entropy reward of (N, k, 64) token histories, seeded so equal input gives equal output."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.video.entropy_reward(histories, num_samples=self.num_samples, skip=self.skip,
+                                         generator=generator).numpy()
+
+    def label_episode(self, frames: np.ndarray) -> RewardLabels:
+        """Every frame's reward in one batched call; the first frames' histories repeat frame 0."""
+        config = self.video.config
+        raw = self.score_histories(episode_windows(self.encode(frames), config.condition_frames, config.frame_skip))
+        return RewardLabels(raw, np.asarray(self.stats.standardize(raw)))
+
+    def stream(self) -> StreamingReward:
+        return StreamingReward(self)
+
+
+class StreamingReward:
+    """Reward of the newest frame of a running episode; each frame is encoded once."""
+
+    def __init__(self, reward: DiffusionReward):
+        config = reward.video.config
+        self.reward = reward
+        self.buffer = TokenRingBuffer(capacity=(config.condition_frames - 1) * config.frame_skip + 1)
+
+    def reset(self) -> None:
+        """At episode start: histories never reach into the previous episode."""
+        self.buffer.reset()
+
+    def push(self, frame: np.ndarray, stamp_ns: int) -> tuple[float, float]:
+        """(raw, standardised) reward of this frame given the episode so far."""
+        self.buffer.push(self.reward.encode(frame[None])[0], stamp_ns)
+        config = self.reward.video.config
+        history = self.buffer.history(config.condition_frames, config.frame_skip)[None]
+        raw = float(self.reward.score_histories(history)[0])
+        return raw, float(self.reward.stats.standardize(raw))
