@@ -214,6 +214,7 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
 
     entries = select_episodes(data, tasks=tasks, split="train")
     fingerprint = data_fingerprint(e.episode_id for e in entries)
+    trained_tasks = sorted({e.task for e in entries})
     tokens = encode_episodes(codec, load_frames(entries, codec.config.image_size, progress=progress))
     pairs = [condition_windows(t, config.condition_frames, config.frame_skip) for t in tokens]
     cond, target = torch.cat([c for c, _ in pairs]), torch.cat([t for _, t in pairs])
@@ -244,12 +245,13 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
                 for name, value in logs.items():
                     writer.add_scalar(f"video/{name}", value, step)
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, None)
+                _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, None,
+                            trained_tasks)
     finally:
         bar.close()
         writer.close()
     stats = expert_reward_stats(model, ema, tokens, progress)
-    _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats)
+    _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats, trained_tasks)
     return {"checkpoint": str(path), "preset": preset, "steps": step, "train_pairs": len(target),
             "train_episodes": len(entries), "reward_stats": stats.to_dict()}
 
@@ -267,7 +269,7 @@ def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.
 
 def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDiffusion, ema: EMA,
                 optimizer: torch.optim.Optimizer, codec_ckpt: Checkpoint, fingerprint: str, step: int,
-                stats: RewardStats | None) -> None:
+                stats: RewardStats | None, trained_tasks: list[str]) -> None:
     # The codec goes in without its discriminator and optimizer: the file only has to score.
     codec = Checkpoint(kind="codec", preset=codec_ckpt.preset, config=codec_ckpt.config,
                        state_dict=codec_ckpt.state_dict, data_fingerprint=codec_ckpt.data_fingerprint,
@@ -275,7 +277,8 @@ def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDi
     save_checkpoint(Checkpoint(kind="video", preset=preset, config=config.to_dict(), state_dict=model.state_dict(),
                                ema_state_dict=ema.state_dict()["shadow"], codec=codec.to_dict(),
                                stats=stats.to_dict() if stats else None, data_fingerprint=fingerprint,
-                               step=step, extra={"optimizer": optimizer.state_dict()}), path)
+                               step=step, extra={"optimizer": optimizer.state_dict(),
+                                                         "tasks": trained_tasks}), path)
 
 
 def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusion, ema: EMA,

@@ -75,6 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument("--seed", type=int, default=0)
     codec.add_argument("--tasks", nargs="+", default=None, help="task ids to train on (default: all)")
     codec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    video = _command(train, "video", "train the conditional video diffusion model on codec tokens",
+                     run_train_video)
+    video.add_argument("--data", required=True, type=Path, help="folder of recorded episodes")
+    video.add_argument("--codec", required=True, type=Path, help="codec.ckpt from `drr train codec`")
+    video.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds video.ckpt)")
+    video.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"))
+    video.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
+    video.add_argument("--seed", type=int, default=0)
+    video.add_argument("--tasks", nargs="+", default=None, help="task ids to train on (default: all)")
+    video.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+    evaluate = _group(commands, "eval", "evaluate trained models")
+    eval_reward = _command(evaluate, "reward", "reward of held-out expert/suboptimal/random episodes",
+                           run_eval_reward)
+    eval_reward.add_argument("--model", required=True, type=Path, help="video.ckpt")
+    eval_reward.add_argument("--data", required=True, type=Path, help="folder of recorded episodes")
+    eval_reward.add_argument("--out", type=Path, default=Path("out/eval"))
+    eval_reward.add_argument("--split", default="test", choices=("train", "test", "all"))
+    eval_reward.add_argument("--tasks", nargs="+", default=None)
+    eval_reward.add_argument("--num-samples", type=int, default=1)
 
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -157,6 +177,35 @@ def run_train_codec(args) -> dict:
     result = train_codec(args.data, args.out, args.preset, steps=args.steps, seed=args.seed, tasks=args.tasks)
     print(f"codec ({args.preset}) trained to step {result['steps']} on {result['train_frames']} frames: "
           f"{result['checkpoint']}; held-out L1 {result['test_l1']}")
+    return result
+
+
+def run_train_video(args) -> dict:
+    import torch
+
+    from models.train import train_video
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train_video(args.data, args.out, args.codec, args.preset, steps=args.steps, seed=args.seed,
+                         tasks=args.tasks)
+    stats = result["reward_stats"]
+    print(f"video model ({args.preset}) trained to step {result['steps']} on {result['train_pairs']} frames: "
+          f"{result['checkpoint']}; expert reward mean {stats['mean']:.2f}, std {stats['std']:.2f}")
+    return result
+
+
+def run_eval_reward(args) -> dict:
+    from models.evaluation import evaluate_reward
+
+    result = evaluate_reward(args.model, args.data, args.out, tasks=args.tasks, split=args.split,
+                             num_samples=args.num_samples)
+    for task, figures in result["tasks"].items():
+        means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in figures.items() if k.startswith("mean_"))
+        auroc = figures.get("auroc_expert_vs_random")
+        print(f"{task} ({'seen' if figures['seen'] else 'unseen'}): {means}; "
+              f"AUROC expert vs random {'n/a' if auroc is None else f'{auroc:.2f}'}")
+    print(f"reward curves: {result['plot']}")
     return result
 
 

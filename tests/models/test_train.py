@@ -66,3 +66,28 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
     stream = reward.stream()
     streamed = [stream.push(frame, stamp_ns=i + 1) for i, frame in enumerate(episode.frames[:3])]
     assert all(np.isfinite(raw) and np.isfinite(std) for raw, std in streamed)
+
+
+def test_train_and_evaluate_through_the_cli(episodes, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def drr(*args):
+        result = subprocess.run([sys.executable, "-m", "robot.cli", *args, "--threads", "1"]
+                                if args[0] == "train" else [sys.executable, "-m", "robot.cli", *args],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    record_episodes("sim:reach", "random", range(100, 104), episodes, image_size=(96, 128), progress=False)
+    codec = drr("train", "codec", "--data", str(episodes), "--out", str(tmp_path), "--preset", "tiny",
+                "--steps", "10")
+    video = drr("train", "video", "--data", str(episodes), "--codec", codec["checkpoint"], "--out", str(tmp_path),
+                "--preset", "tiny", "--steps", "10")
+    figures = drr("eval", "reward", "--model", video["checkpoint"], "--data", str(episodes),
+                  "--out", str(tmp_path / "eval"), "--split", "all")
+    reach = figures["tasks"]["sim:reach"]
+    assert reach["seen"] and {"mean_expert", "mean_random", "auroc_expert_vs_random"} <= set(reach)
+    assert 0.0 <= reach["auroc_expert_vs_random"] <= 1.0
+    assert figures["seen"] is not None and (tmp_path / "eval" / "reward_curves.png").is_file()
