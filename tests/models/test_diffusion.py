@@ -91,6 +91,23 @@ def test_posterior_matches_bayes_rule_and_is_normalised(t: int, sv: int) -> None
         assert torch.allclose(log_post[0, :, v].exp().double(), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_classes", [K, 1024])
+def test_fast_posterior_equals_the_log_space_posterior(num_classes: int) -> None:
+    s = MaskReplaceSchedule(num_classes, 100)
+    g = torch.Generator().manual_seed(0)
+    x0, t = torch.randint(0, num_classes, (24, 64), generator=g), torch.randint(0, 100, (24,), generator=g)
+    sv = (t - torch.randint(1, 12, (24,), generator=g)).clamp(min=-1)
+    x_t = s.q_sample(x0, t, g)
+    x_t[0] = num_classes  # some rows all [MASK]
+    sharp = torch.log_softmax(30 * torch.randn(24, num_classes, 64, generator=g), 1)  # p(x_t) ~ 1 happens
+    for log_x0 in (torch.log_softmax(torch.randn(24, num_classes, 64, generator=g), 1), sharp,
+                   log_one_hot(x0, num_classes)):
+        fast, exact = s.q_posterior_fast(log_x0, x_t, t, sv), s.q_posterior(log_x0, x_t, t, sv)
+        assert fast.shape == exact.shape
+        assert torch.allclose(fast, exact, atol=1e-4)
+        assert s.kl(exact, fast).abs().max() < 1e-5
+
+
 def test_kl_terms_are_non_negative_and_zero_for_the_true_x0() -> None:
     s = MaskReplaceSchedule(K, 100)
     g = torch.Generator().manual_seed(0)
