@@ -80,7 +80,7 @@ SOURCES = ("expert", "suboptimal", "random")
 
 def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *,
                     tasks: Sequence[str] | None = None, split: str = "test", num_samples: int = 1,
-                    progress: bool = True) -> dict:
+                    backend: str = "torch", onnx_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Standardised reward of held-out episodes per task and source: means, AUROCs,
     reward-time correlation; seen (trained-on) and unseen tasks reported apart."""
     from tqdm import tqdm
@@ -89,7 +89,7 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
     from models.data import load_frames, select_episodes
     from models.reward_model import DiffusionReward
 
-    reward = DiffusionReward.load(model_path, num_samples=num_samples)
+    reward = DiffusionReward.load(model_path, num_samples=num_samples, backend=backend, onnx_dir=onnx_dir)
     seen = set(load_checkpoint(model_path).extra.get("tasks", []))
     entries = select_episodes(data, tasks=tasks, sources=SOURCES, split=split)
     curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
@@ -100,7 +100,8 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
     per_task = {task: {"seen": task in seen, **summarize(by_source)} for task, by_source in sorted(curves.items())}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"model": str(model_path), "split": split, "num_samples": num_samples, "tasks": per_task,
+    figures = {"model": str(model_path), "split": split, "num_samples": num_samples, "backend": backend,
+               "tasks": per_task,
                "seen": _pooled({t: s for t, s in curves.items() if t in seen}),
                "unseen": _pooled({t: s for t, s in curves.items() if t not in seen}),
                "plot": str(plot_reward_curves(curves, out / "reward_curves.png"))}

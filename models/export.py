@@ -27,6 +27,8 @@ from models.diffusion import VideoDiffusion, eval_mode
 OPSET = 17
 CONDITION_FILE = "condition.onnx"
 STEP_FILE = "denoiser_step.onnx"
+CODEC_FILE = "codec_encoder.onnx"
+MANIFEST_FILE = "manifest.json"
 
 
 class CodecEncoderGraph(nn.Module):
@@ -117,3 +119,21 @@ def model_hash(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def export_reward(video_checkpoint: str | Path, directory: str | Path) -> dict:
+    """Every graph the reward needs, from one video checkpoint (EMA weights and its embedded
+    codec), plus manifest.json naming the checkpoint, the files and their hashes."""
+    import json
+
+    from models.reward_model import DiffusionReward
+
+    reward = DiffusionReward.load(video_checkpoint)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    codec = export_codec_encoder(reward.codec, directory / CODEC_FILE)
+    condition, step = export_denoiser(reward.video, directory)
+    manifest = {"checkpoint": str(video_checkpoint), "opset": OPSET,
+                "files": {path.name: model_hash(path) for path in (codec, condition, step)}}
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return {"directory": str(directory), **manifest}

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.backends import OnnxRuntimeCodec, make_backend
 from models.checkpoint import Checkpoint, load_checkpoint, load_state_checked
 from models.codec import VQGAN, CodecConfig, preprocess
 from models.diffusion import DiffusionConfig, VideoDiffusion
+from models.export import CODEC_FILE
 from models.rewards import RewardStats, TokenRingBuffer, episode_windows
 
 
@@ -32,12 +34,19 @@ class RewardLabels:
 
 
 class DiffusionReward:
+    """backend: "torch", or "onnxruntime" / "tensorrt" with onnx_dir from models.export.export_reward:
+    the denoiser runs there and the codec encoder in ONNX Runtime; the sampling loop (posteriors,
+    seeded noise) stays in torch, so every backend sees the same noise."""
+
     def __init__(self, codec: VQGAN, video: VideoDiffusion, stats: RewardStats, *,
-                 num_samples: int = 1, skip: int = 9, seed: int = 0):
+                 num_samples: int = 1, skip: int = 9, seed: int = 0, backend: str = "torch",
+                 onnx_dir: str | Path | None = None):
         if num_samples < 1 or skip < 0:
             raise ValueError(f"num_samples must be >= 1 and skip >= 0, got {num_samples}, {skip}")
         self.codec, self.video, self.stats = codec.eval(), video.eval(), stats
         self.num_samples, self.skip, self.seed = num_samples, skip, seed
+        self.backend = make_backend(backend, model=self.video, onnx_dir=onnx_dir)
+        self.encoder = self.codec if backend == "torch" else OnnxRuntimeCodec(Path(onnx_dir) / CODEC_FILE)
 
     @classmethod
     def load(cls, path: str | Path, preset: str | None = None, **kwargs) -> DiffusionReward:
@@ -60,14 +69,14 @@ class DiffusionReward:
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
         """(F, H, W, 3) uint8 at the model's input size -> (F, 64) tokens."""
-        return self.codec.encode(preprocess(frames, self.image_size)).flatten(1)
+        return self.encoder.encode(preprocess(frames, self.image_size)).flatten(1)
 
     @torch.no_grad()
     def score_histories(self, histories: torch.Tensor) -> np.ndarray:
         """Raw entropy reward of (N, k, 64) token histories, seeded so equal input gives equal output."""
         generator = torch.Generator().manual_seed(self.seed)
         return self.video.entropy_reward(histories, num_samples=self.num_samples, skip=self.skip,
-                                         generator=generator).numpy()
+                                         generator=generator, backend=self.backend).numpy()
 
     def label_episode(self, frames: np.ndarray) -> RewardLabels:
         """Every frame's reward in one batched call; the first frames' histories repeat frame 0."""

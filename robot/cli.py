@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     eval_reward.add_argument("--split", default="test", choices=("train", "test", "all"))
     eval_reward.add_argument("--tasks", nargs="+", default=None)
     eval_reward.add_argument("--num-samples", type=int, default=1)
+    eval_reward.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    eval_reward.add_argument("--onnx-dir", type=Path, default=None, help="from `drr export reward`")
+
+    export = _group(commands, "export", "export trained models")
+    export_reward = _command(export, "reward", "ONNX graphs of the codec encoder and the denoiser",
+                             run_export_reward)
+    export_reward.add_argument("--model", required=True, type=Path, help="video.ckpt")
+    export_reward.add_argument("--out", required=True, type=Path, help="folder for the .onnx files")
 
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -199,13 +207,22 @@ def run_eval_reward(args) -> dict:
     from models.evaluation import evaluate_reward
 
     result = evaluate_reward(args.model, args.data, args.out, tasks=args.tasks, split=args.split,
-                             num_samples=args.num_samples)
+                             num_samples=args.num_samples, backend=args.backend, onnx_dir=args.onnx_dir)
     for task, figures in result["tasks"].items():
         means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in figures.items() if k.startswith("mean_"))
         auroc = figures.get("auroc_expert_vs_random")
         print(f"{task} ({'seen' if figures['seen'] else 'unseen'}): {means}; "
               f"AUROC expert vs random {'n/a' if auroc is None else f'{auroc:.2f}'}")
     print(f"reward curves: {result['plot']}")
+    return result
+
+
+def run_export_reward(args) -> dict:
+    from models.export import export_reward
+
+    result = export_reward(args.model, args.out)
+    for name in result["files"]:
+        print(f"wrote {args.out / name}")
     return result
 
 

@@ -91,3 +91,11 @@ def test_train_and_evaluate_through_the_cli(episodes, tmp_path):
     assert reach["seen"] and {"mean_expert", "mean_random", "auroc_expert_vs_random"} <= set(reach)
     assert 0.0 <= reach["auroc_expert_vs_random"] <= 1.0
     assert figures["seen"] is not None and (tmp_path / "eval" / "reward_curves.png").is_file()
+
+    exported = drr("export", "reward", "--model", video["checkpoint"], "--out", str(tmp_path / "onnx"))
+    assert set(exported["files"]) == {"codec_encoder.onnx", "condition.onnx", "denoiser_step.onnx"}
+    on_ort = drr("eval", "reward", "--model", video["checkpoint"], "--data", str(episodes), "--out",
+                 str(tmp_path / "eval_ort"), "--split", "all", "--backend", "onnxruntime",
+                 "--onnx-dir", str(tmp_path / "onnx"))
+    for name in ("mean_expert", "mean_random"):
+        assert on_ort["tasks"]["sim:reach"][name] == pytest.approx(reach[name], abs=1e-3)
