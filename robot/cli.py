@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sim = _command(bench, "sim", "sim steps/s, render fps, episodes recorded per minute",
                          run_bench_sim)
     bench_sim.add_argument("--out", type=Path, default=Path("out/bench"))
+    bench_reward = _command(bench, "reward", "reward frames/s: naive loop vs torch vs ONNX Runtime",
+                            run_bench_reward)
+    bench_reward.add_argument("--out", type=Path, default=Path("out/bench"))
+    bench_reward.add_argument("--presets", nargs="+", default=["tiny", "cpu", "paper"])
+    bench_reward.add_argument("--episode-frames", type=int, default=100)
+    bench_reward.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     experts = _command(bench, "experts", "scripted expert/suboptimal/random success per task",
                        run_bench_experts)
     experts.add_argument("--out", type=Path, default=Path("out/bench"))
@@ -263,6 +269,12 @@ def run_bench_sim(args) -> dict:
     from bench.sim import run_sim_benchmark
 
     return run_sim_benchmark(args.out)
+
+
+def run_bench_reward(args) -> dict:
+    from bench.reward import run_reward_benchmark
+
+    return run_reward_benchmark(args.out, tuple(args.presets), args.episode_frames, args.threads)
 
 
 def run_bench_experts(args) -> dict:
