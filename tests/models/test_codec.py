@@ -21,15 +21,6 @@ from models.codec import (
 TRAIN_STEPS = 70  # the tiny preset's disc_start is 50: the run covers both phases
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads next to other jobs on a 2-core machine can run 50x slower (spinning
-    # barriers); one thread costs ~1.5x when idle and stays predictable under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def squares(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
     """Coloured squares at different places on a grey table: a stand-in for objects in a scene."""
@@ -53,7 +44,7 @@ def eval_l1(model: VQGAN, images: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread):
+def trained(one_torch_thread):
     torch.manual_seed(0)
     model, disc, loss = tiny()
     images = preprocess(squares(8))

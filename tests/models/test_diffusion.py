@@ -19,15 +19,6 @@ from models.diffusion import (
 K = 16  # codebook size of the synthetic token videos
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    """These small ops run fastest on one thread, and two threads on a shared 2-core
-    machine can run 40x slower (OpenMP workers spinning against other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(seed: int = 0, **overrides: object) -> VideoDiffusion:
     torch.manual_seed(seed)

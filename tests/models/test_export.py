@@ -18,14 +18,6 @@ from models.export import CONDITION_FILE, STEP_FILE, export_codec_encoder, expor
 K = 16  # codebook size of the synthetic token videos
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # noqa: ANN201
-    # Two OpenMP threads next to other jobs on a 2-core machine can run 50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_tokens(*shape: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, K, shape, generator=torch.Generator().manual_seed(seed))

@@ -69,14 +69,6 @@ def test_running_std_equals_numpy_over_concatenated_batches():
 # ---------------------------------------------------------------- RND
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine, OpenMP spinning makes 2 threads up to 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _structured_images(n: int) -> torch.Tensor:
     """Smooth gradients and blocks: far from the uniform noise used as 'unseen'."""

@@ -8,15 +8,6 @@ from models.train import load_codec, train_codec
 from sim.record import record_episodes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two torch threads on two shared cores spin-wait on each other; one is steadier.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory):
     root = tmp_path_factory.mktemp("episodes")
