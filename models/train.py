@@ -137,15 +137,23 @@ def _save_codec(path: Path, preset: str, config: CodecConfig, model: VQGAN, disc
                                data_fingerprint=fingerprint, step=step, extra=extra), path)
 
 
-def _resume_codec(path: Path, preset: str, fingerprint: str, model: VQGAN,
-                  discriminator: PatchDiscriminator, optimizers) -> int:
-    """Load the run's checkpoint if there is one; the step to continue from."""
+def _run_checkpoint(path: Path, kind: str, preset: str, fingerprint: str) -> Checkpoint | None:
+    """The run's checkpoint to resume from, if any; refuses one trained on other data."""
     if not path.exists():
-        return 0
-    ckpt = load_checkpoint(path, expect_kind="codec", expect_preset=preset)
+        return None
+    ckpt = load_checkpoint(path, expect_kind=kind, expect_preset=preset)
     if ckpt.data_fingerprint != fingerprint:
         raise ValueError(f"{path} was trained on other episodes (data fingerprint differs); "
                          "use a new --out directory to train on this data")
+    return ckpt
+
+
+def _resume_codec(path: Path, preset: str, fingerprint: str, model: VQGAN,
+                  discriminator: PatchDiscriminator, optimizers) -> int:
+    """Load the run's checkpoint if there is one; the step to continue from."""
+    ckpt = _run_checkpoint(path, "codec", preset, fingerprint)
+    if ckpt is None:
+        return 0
     load_state_checked(model, ckpt.state_dict, f"codec weights in {path}")
     load_state_checked(discriminator, ckpt.extra["discriminator"], f"discriminator weights in {path}")
     for optimizer, state in zip(optimizers, ckpt.extra["optimizers"]):
@@ -283,12 +291,9 @@ def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDi
 
 def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusion, ema: EMA,
                   optimizer: torch.optim.Optimizer) -> int:
-    if not path.exists():
+    ckpt = _run_checkpoint(path, "video", preset, fingerprint)
+    if ckpt is None:
         return 0
-    ckpt = load_checkpoint(path, expect_kind="video", expect_preset=preset)
-    if ckpt.data_fingerprint != fingerprint:
-        raise ValueError(f"{path} was trained on other episodes (data fingerprint differs); "
-                         "use a new --out directory to train on this data")
     load_state_checked(model, ckpt.state_dict, f"video model weights in {path}")
     ema.load_state_dict({"decay": ema.decay, "shadow": ckpt.ema_state_dict})
     optimizer.load_state_dict(ckpt.extra["optimizer"])

@@ -68,23 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = _group(commands, "train", "reward model training on recorded episodes")
     codec = _command(train, "codec", "train the VQGAN codec on expert episodes", run_train_codec)
-    codec.add_argument("--data", required=True, type=Path, help="folder of recorded episodes")
-    codec.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds codec.ckpt)")
-    codec.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"))
-    codec.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
-    codec.add_argument("--seed", type=int, default=0)
-    codec.add_argument("--tasks", nargs="+", default=None, help="task ids to train on (default: all)")
-    codec.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    _training_arguments(codec, "codec.ckpt")
     video = _command(train, "video", "train the conditional video diffusion model on codec tokens",
                      run_train_video)
-    video.add_argument("--data", required=True, type=Path, help="folder of recorded episodes")
+    _training_arguments(video, "video.ckpt")
     video.add_argument("--codec", required=True, type=Path, help="codec.ckpt from `drr train codec`")
-    video.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds video.ckpt)")
-    video.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"))
-    video.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
-    video.add_argument("--seed", type=int, default=0)
-    video.add_argument("--tasks", nargs="+", default=None, help="task ids to train on (default: all)")
-    video.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
     evaluate = _group(commands, "eval", "evaluate trained models")
     eval_reward = _command(evaluate, "reward", "reward of held-out expert/suboptimal/random episodes",
@@ -282,6 +270,16 @@ def run_bench_experts(args) -> dict:
 
     suites = ("sim", "metaworld") if args.suite == "all" else (args.suite,)
     return run_experts_benchmark(args.out, args.mirror_seeds, args.metaworld_seeds, suites)
+
+
+def _training_arguments(parser: argparse.ArgumentParser, checkpoint: str) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="folder of recorded episodes")
+    parser.add_argument("--out", required=True, type=Path, help=f"run folder (resumes if it holds {checkpoint})")
+    parser.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"))
+    parser.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", default=None, help="task ids to train on (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def _group(commands, name: str, help_text: str):
