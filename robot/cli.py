@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cell calibration YAML (default: the mirror's)")
     record.add_argument("--control-rate", type=_positive_hz, default=None, metavar="HZ",
                         help="commands per second for sim:* tasks (default 10)")
+    record.add_argument("--full-length", action="store_true",
+                        help="run every episode to its time limit instead of stopping at success "
+                             "(success then means: succeeded at some step)")
 
     dataset = _group(commands, "dataset", "recorded episode datasets")
     info = _command(dataset, "info", "counts, success rates, incomplete files, contact sheet",
@@ -133,7 +136,7 @@ def run_sim_record(args) -> dict:
     seeds = range(args.seed, args.seed + args.episodes)
     summary = record_episodes(args.task, args.policy, seeds, args.out,
                               image_size=args.image_size, calibration=args.calibration,
-                              control_hz=args.control_rate)
+                              control_hz=args.control_rate, stop_on_success=not args.full_length)
     result = summary.to_dict()
     print(f"{result['episodes']} episodes of {args.task} ({args.policy}) in {args.out}: "
           f"success {result['success_rate']:.0%}, {result['frames']} frames, "

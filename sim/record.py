@@ -76,15 +76,19 @@ def check_writable_dir(out_dir: str | Path) -> Path:
 
 def record_episodes(task_id: str, policy_kind: str, seeds: Sequence[int], out_dir: str | Path,
                     image_size: tuple[int, int] | None = None, calibration: str | Path | None = None,
-                    control_hz: float | None = None, progress: bool = True) -> RecordSummary:
+                    control_hz: float | None = None, stop_on_success: bool = True,
+                    progress: bool = True) -> RecordSummary:
     """Record one rollout per seed into out_dir; returns what was written.
-    control_hz: the mirror's control rate (default 10 Hz; time limits scale with it)."""
+    control_hz: the mirror's control rate (default 10 Hz; time limits scale with it).
+    stop_on_success=False runs every episode to its time limit (fixed-length videos, as the
+    paper's demonstrations); an episode then counts as a success if it succeeded at any step."""
     seeds = list(seeds)
     if not seeds:
         raise ValueError("record at least 1 episode (got no seeds)")
     out = check_writable_dir(out_dir)
     size = image_size or default_record_size(task_id, calibration)
-    env = make_env(task_id, image_size=size, calibration=calibration, control_hz=control_hz)
+    env = make_env(task_id, image_size=size, calibration=calibration, control_hz=control_hz,
+                   terminate_on_success=stop_on_success)
     policy = make_policy(policy_kind, task_id, env, seeds[0])
     summary = RecordSummary(task=task_id, policy=policy_kind)
     start = time.perf_counter()
@@ -138,13 +142,15 @@ def record_one(env: gym.Env, policy: Policy, task_id: str, policy_kind: str, see
     height, width = first.obs["image"].shape[:2]
     path = episode_path(out, metadata, index)
     with EpisodeWriter(path, metadata, env.unwrapped.camera_intrinsics(height, width)) as writer:
-        frames = 0
+        frames, success_frame = 0, None
         for step in itertools.chain([first], steps):
             writer.write_step(step.obs["image"], step.info["robot_state"], step.command, step.requested)
+            if success_frame is None and step.info["success"]:
+                success_frame = frames
             frames += 1
-        success = bool(step.info["success"])
-        writer.finish(success=success)
-    return path, success, frames
+        writer.finish(success=success_frame is not None,
+                      extra={} if success_frame is None else {"success_frame": str(success_frame)})
+    return path, success_frame is not None, frames
 
 
 def evaluate_policy(task_id: str, policy_kind: str, episodes: int, seed: int = 0,

@@ -61,3 +61,14 @@ def test_control_rate_is_configurable_and_time_limits_follow_it(tmp_path):
         make_env("sim:push", control_hz=30.0)
     with pytest.raises(ValueError, match="fixed control rate"):
         make_env("metaworld:reach-v3", control_hz=20.0)
+
+
+def test_full_length_recording_runs_to_the_time_limit(tmp_path):
+    summary = record_episodes("sim:reach", "expert", [0], tmp_path, image_size=(48, 64),
+                              stop_on_success=False, progress=False)
+    episode = read_episode(summary.files[0], image_size=None)
+    env = make_env("sim:reach")
+    limit = env.spec.max_episode_steps
+    env.close()
+    assert len(episode) == limit + 1 and summary.successes == 1  # every step, plus the outcome frame
+    assert 0 < int(episode.metadata["success_frame"]) < limit
