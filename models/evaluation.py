@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,8 +106,6 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
                "seen": _pooled({t: s for t, s in curves.items() if t in seen}),
                "unseen": _pooled({t: s for t, s in curves.items() if t not in seen}),
                "plot": str(plot_reward_curves(curves, out / "reward_curves.png"))}
-    import json
-
     (out / "reward_eval.json").write_text(json.dumps(figures, indent=2))
     return figures
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -186,8 +187,6 @@ def evaluate_codec(model: VQGAN, data: str | Path, tasks: Sequence[str] | None, 
     grid = np.concatenate([np.concatenate(list(frames[pick]), 1),
                            np.concatenate(list(postprocess(reconstruction[pick])), 1)], 0)
     png = out / "codec_reconstructions.png"
-    import cv2
-
     cv2.imwrite(str(png), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     figures = {"test_l1": float((reconstruction - images).abs().mean()),
                "test_codes_used": int(tokens.unique().numel()), "test_frames": len(frames),

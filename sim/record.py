@@ -115,7 +115,6 @@ class Step:
     info: dict
     command: ArmCommand
     requested: ArmCommand | None
-    final: bool = False
 
 
 def rollout(env: gym.Env, policy: Policy, seed: int) -> Iterator[Step]:
@@ -128,7 +127,7 @@ def rollout(env: gym.Env, policy: Policy, seed: int) -> Iterator[Step]:
         obs, info = next_obs, next_info
         if terminated or truncated:
             break
-    yield Step(obs, info, ArmCommand.zero(gripper=info["command"].gripper), None, final=True)
+    yield Step(obs, info, ArmCommand.zero(gripper=info["command"].gripper), None)
 
 
 def record_one(env: gym.Env, policy: Policy, task_id: str, policy_kind: str, seed: int,

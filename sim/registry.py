@@ -56,7 +56,9 @@ def make_env(task_id: str, **kwargs) -> gym.Env:
         return make_mirror_env(name, **kwargs)
     from sim.metaworld_adapter import make_metaworld_env
 
-    kwargs.pop("calibration", None)  # MetaWorld's camera is fixed by the benchmark
+    # MetaWorld's camera and control rate are fixed by the benchmark: say so rather than ignore them.
+    if kwargs.pop("calibration", None) is not None:
+        raise ValueError(f"{task_id} uses MetaWorld's fixed camera; a calibration can be given for sim:* tasks only")
     if kwargs.pop("control_hz", None) is not None:
         raise ValueError(f"{task_id} runs at MetaWorld's fixed control rate; "
                          "a control rate can be set for sim:* tasks only")

@@ -61,6 +61,8 @@ def test_control_rate_is_configurable_and_time_limits_follow_it(tmp_path):
         make_env("sim:push", control_hz=30.0)
     with pytest.raises(ValueError, match="fixed control rate"):
         make_env("metaworld:reach-v3", control_hz=20.0)
+    with pytest.raises(ValueError, match="fixed camera"):
+        make_env("metaworld:reach-v3", calibration="calibration/data/mirror.yaml")
 
 
 def test_full_length_recording_runs_to_the_time_limit(tmp_path):
