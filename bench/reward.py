@@ -52,8 +52,7 @@ def naive_episode(reward: DiffusionReward, frames: np.ndarray) -> np.ndarray:
     for t in range(len(frames)):
         window = frames[window_indices(t, config.condition_frames, config.frame_skip)]
         tokens = reward.codec.encode(preprocess(window, reward.image_size)).flatten(1)
-        generator = torch.Generator().manual_seed(reward.seed)
-        out.append(naive_entropy_reward(reward.video, tokens[None], skip=reward.skip, generator=generator))
+        out.append(naive_entropy_reward(reward.video, tokens[None], skip=reward.skip, seed=reward.seed))
     return torch.cat(out).numpy()
 
 

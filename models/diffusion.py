@@ -15,7 +15,9 @@ training, strided s when computing rewards).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,12 +141,12 @@ class MaskReplaceSchedule:
         t = torch.arange(self.num_timesteps)
         return self.transition(t - 1, t)
 
-    def q_sample(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def q_sample(self, x0: Tensor, t: Tensor, noise: torch.Generator | RowNoise | None = None) -> Tensor:
         """x_t ~ q(x_t | x0) for tokens x0 (N, L) and timesteps t (N,)."""
         alpha, gamma, _ = self.transition(torch.full_like(t, -1), t)
         alpha, gamma = alpha.float()[:, None], gamma.float()[:, None]
-        u = torch.rand(x0.shape, generator=generator, device=x0.device)
-        replace = torch.randint(0, self.num_classes, x0.shape, generator=generator, device=x0.device)
+        u = uniform(x0.shape, noise, x0.device)
+        replace = (uniform(x0.shape, noise, x0.device) * self.num_classes).long().clamp_(max=self.num_classes - 1)
         masked = torch.full_like(x0, self.num_classes)
         return torch.where(u < alpha, x0, torch.where(u < alpha + gamma, masked, replace))
 
@@ -249,9 +251,43 @@ def visited_timesteps(num_timesteps: int, skip: int) -> list[int]:
     return steps if steps[-1] == 0 else steps + [0]
 
 
-def gumbel_argmax(log_probs: Tensor, generator: torch.Generator | None) -> Tensor:
+class RowNoise:
+    """Uniform noise with one generator per batch row, so a row's noise depends on its own
+    seed only, never on the batch it sits in: a frame scored alone (streaming) and the same
+    frame scored inside its episode's batch get the same noise."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(self.device).manual_seed(int(seed)) for seed in seeds]
+
+    def rand(self, shape: Sequence[int]) -> Tensor:
+        if shape[0] != len(self.generators):
+            raise ValueError(f"noise for {shape[0]} rows asked of a RowNoise with {len(self.generators)} seeds")
+        return torch.stack([torch.rand(tuple(shape[1:]), generator=g, device=self.device) for g in self.generators])
+
+
+def uniform(shape: Sequence[int], noise: torch.Generator | RowNoise | None, device: torch.device) -> Tensor:
+    """U[0, 1) noise of this shape from a shared generator (training) or per-row seeds (rewards)."""
+    if isinstance(noise, RowNoise):
+        return noise.rand(shape)
+    return torch.rand(tuple(shape), generator=noise, device=device)
+
+
+def history_seeds(cond_tokens: Tensor, seed: int, num_samples: int = 1) -> list[int]:
+    """One seed per (history, sample): a hash of the seed and the history's tokens, so the same
+    frames and seed give the same noise in any batch, and different frames get independent noise."""
+    rows = cond_tokens.detach().to("cpu", torch.int64).reshape(cond_tokens.shape[0], -1).numpy()
+    seeds = []
+    for row in rows:
+        digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=int(seed).to_bytes(8, "little", signed=True))
+        base = int.from_bytes(digest.digest(), "little") >> 1  # torch seeds are < 2**63
+        seeds.extend((base + j) % 2**63 for j in range(num_samples))
+    return seeds
+
+
+def gumbel_argmax(log_probs: Tensor, noise: torch.Generator | RowNoise | None) -> Tensor:
     """A categorical sample per token from (N, C, L) log-probs -> (N, L)."""
-    u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device)
+    u = uniform(log_probs.shape, noise, log_probs.device)
     minus_gumbel = u.clamp_(min=1e-30).log_().neg_().clamp_(min=1e-30).log_()  # in place: (N, K+1, L) is big
     return torch.sub(log_probs, minus_gumbel, out=minus_gumbel).argmax(dim=1)
 
@@ -323,8 +359,7 @@ class VideoDiffusion(nn.Module):
         return self.denoiser(x_t, t, cache)
 
     # -- rewards
-    def entropy_reward(self, cond_tokens: Tensor, num_samples: int = 1, skip: int = 9,
-                       generator: torch.Generator | None = None,
+    def entropy_reward(self, cond_tokens: Tensor, num_samples: int = 1, skip: int = 9, seed: int = 0,
                        backend: DenoiseBackend | None = None) -> Tensor:
         """The paper's reward, (N, k, L) history -> (N,) nats per frame (higher = more
         predictable): an estimate of -H(next frame | history).
@@ -340,17 +375,16 @@ class VideoDiffusion(nn.Module):
         code's estimator with an exact strided posterior), averaged over num_samples
         independent chains. n denoiser passes per frame; the condition's embeddings and
         K/V are computed once per call; all N * num_samples chains run as one batch.
-        Noise comes from `generator` (default: seed 0), so the same frames, batch and
-        seed give the same reward, whichever backend runs the network passes
-        (default: this module, in eval mode; see models.backends).
+        Each chain's noise is seeded by `seed` and its own history (history_seeds), so
+        the same frames and seed give the same reward in any batch, whichever backend
+        runs the network passes (default: this module, in eval mode; see models.backends).
         """
         self._check_condition(cond_tokens)
         with eval_mode(self):
             return sample_entropy_reward(backend or self, self.schedule, cond_tokens, num_samples,
-                                         visited_timesteps(self.config.num_timesteps, skip), generator)
+                                         visited_timesteps(self.config.num_timesteps, skip), seed)
 
-    def likelihood_reward(self, cond_tokens: Tensor, target_tokens: Tensor, skip: int = 9,
-                          generator: torch.Generator | None = None,
+    def likelihood_reward(self, cond_tokens: Tensor, target_tokens: Tensor, skip: int = 9, seed: int = 0,
                           backend: DenoiseBackend | None = None) -> Tensor:
         """Strided VLB of the observed next frame, (N,) nats per frame.
 
@@ -363,7 +397,7 @@ class VideoDiffusion(nn.Module):
         self._check_target(target_tokens, cond_tokens.shape[0])
         with eval_mode(self):
             return sample_likelihood_reward(backend or self, self.schedule, cond_tokens, target_tokens,
-                                            visited_timesteps(self.config.num_timesteps, skip), generator)
+                                            visited_timesteps(self.config.num_timesteps, skip), seed)
 
 
 # ----------------------------------------------------------------- reward sampling
@@ -380,24 +414,18 @@ class DenoiseBackend(Protocol):
         """x_t (N, L) in [0, K], t (N,) -> log p(x0 | x_t, history) (N, K, L) float32."""
 
 
-def _default_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
-    # Rewards are deterministic by default: the same frames give the same reward.
-    return generator if generator is not None else torch.Generator(device).manual_seed(0)
-
-
 @torch.no_grad()
 def sample_entropy_reward(backend: DenoiseBackend, schedule: MaskReplaceSchedule, cond_tokens: Tensor,
-                          num_samples: int, steps: list[int],
-                          generator: torch.Generator | None = None) -> Tensor:
+                          num_samples: int, steps: list[int], seed: int = 0) -> Tensor:
     """VideoDiffusion.entropy_reward's loop over any backend (inputs unchecked).
 
-    All noise is drawn here from `generator`, in a fixed order, so backends that
-    compute the same log p(x0) give the same reward."""
+    All noise is drawn here, per chain from its history_seeds, in a fixed order, so
+    backends that compute the same log p(x0) give the same reward."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     n, device = cond_tokens.shape[0], cond_tokens.device
     K, L, rows = schedule.num_classes, cond_tokens.shape[-1], n * num_samples
-    gen = _default_generator(generator, device)
+    gen = RowNoise(history_seeds(cond_tokens, seed, num_samples), device)
     cache = backend.encode_condition(cond_tokens).repeat_interleave(num_samples)
     x = torch.full((rows, L), K, dtype=torch.long, device=device)  # all [MASK]
     full = lambda value: torch.full((rows,), value, dtype=torch.long, device=device)  # noqa: E731
@@ -423,12 +451,11 @@ def sample_entropy_reward(backend: DenoiseBackend, schedule: MaskReplaceSchedule
 
 @torch.no_grad()
 def sample_likelihood_reward(backend: DenoiseBackend, schedule: MaskReplaceSchedule, cond_tokens: Tensor,
-                             target_tokens: Tensor, steps: list[int],
-                             generator: torch.Generator | None = None) -> Tensor:
+                             target_tokens: Tensor, steps: list[int], seed: int = 0) -> Tensor:
     """VideoDiffusion.likelihood_reward's loop over any backend (inputs unchecked)."""
     n, device = cond_tokens.shape[0], cond_tokens.device
     K, L = schedule.num_classes, target_tokens.shape[1]
-    gen = _default_generator(generator, device)
+    gen = RowNoise(history_seeds(torch.cat([cond_tokens, target_tokens[:, None]], 1), seed), device)
     log_target = log_one_hot(target_tokens, K)
     vlb = torch.full((n,), -L * schedule.prior_kl(), device=device)
     cache = backend.encode_condition(cond_tokens)
@@ -472,10 +499,10 @@ class _NaiveBackend:
 
 
 def naive_entropy_reward(model: VideoDiffusion, cond_tokens: Tensor, num_samples: int = 1,
-                         skip: int = 9, generator: torch.Generator | None = None) -> Tensor:
+                         skip: int = 9, seed: int = 0) -> Tensor:
     """entropy_reward recomputing the condition embeddings and K/V on every pass
     (the released code's cost); the benchmark's baseline. Same numbers, same noise."""
-    return model.entropy_reward(cond_tokens, num_samples, skip, generator, backend=_NaiveBackend(model))
+    return model.entropy_reward(cond_tokens, num_samples, skip, seed, backend=_NaiveBackend(model))
 
 
 class eval_mode:

@@ -73,10 +73,10 @@ class DiffusionReward:
 
     @torch.no_grad()
     def score_histories(self, histories: torch.Tensor) -> np.ndarray:
-        """Raw entropy reward of (N, k, 64) token histories, seeded so equal input gives equal output."""
-        generator = torch.Generator().manual_seed(self.seed)
+        """Raw entropy reward of (N, k, 64) token histories; each history's noise is seeded by
+        the seed and its own tokens, so a frame scores the same alone or in a batch."""
         return self.video.entropy_reward(histories, num_samples=self.num_samples, skip=self.skip,
-                                         generator=generator, backend=self.backend).numpy()
+                                         seed=self.seed, backend=self.backend).numpy()
 
     def label_episode(self, frames: np.ndarray) -> RewardLabels:
         """Every frame's reward in one batched call; the first frames' histories repeat frame 0."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import diffusion
 from models.diffusion import (
     EMA,
     DiffusionConfig,
@@ -162,19 +163,30 @@ def test_swapping_the_condition_frames_changes_the_prediction() -> None:
     assert torch.allclose(model.denoiser(x_t, t, enc(cond)), model.denoiser(x_t, t, enc(swapped)), atol=1e-5)
 
 
-def test_entropy_reward_is_seeded_and_averages_samples() -> None:
+def test_entropy_reward_is_seeded_per_history_and_averages_samples(monkeypatch) -> None:
     model = tiny_model()
     cond = random_tokens(4, 2, 64)
-    seeded = lambda seed, **kw: model.entropy_reward(  # noqa: E731
-        cond, generator=torch.Generator().manual_seed(seed), **kw)
-    assert torch.equal(seeded(5), seeded(5))
-    assert torch.equal(model.entropy_reward(cond), model.entropy_reward(cond))  # default seed
-    assert not torch.allclose(seeded(5), seeded(6))
-    # num_samples = 3 runs 3 chains per frame in one batch and averages them.
-    per_chain = model.entropy_reward(cond.repeat_interleave(3, dim=0),
-                                     generator=torch.Generator().manual_seed(7))
-    averaged = seeded(7, num_samples=3)
+    assert torch.equal(model.entropy_reward(cond, seed=5), model.entropy_reward(cond, seed=5))
+    assert torch.equal(model.entropy_reward(cond), model.entropy_reward(cond, seed=0))  # default seed
+    assert not torch.allclose(model.entropy_reward(cond, seed=5), model.entropy_reward(cond, seed=6))
+    # A history's noise is its own: the same reward alone, in any batch, at any row.
+    batched = model.entropy_reward(torch.cat([cond, cond.flip(0)]), seed=5)
+    alone = torch.cat([model.entropy_reward(c[None], seed=5) for c in cond])
+    assert torch.allclose(batched[:4], alone, atol=1e-3) and torch.allclose(batched[4:], alone.flip(0), atol=1e-3)
+    # num_samples = 3 runs 3 chains per frame in one batch and averages them: with the
+    # seeds pinned, the chains are the rows of a 3x-repeated batch.
+    monkeypatch.setattr(diffusion, "history_seeds", lambda c, seed, r=1: list(range(100, 100 + len(c) * r)))
+    per_chain = model.entropy_reward(cond.repeat_interleave(3, dim=0))
+    averaged = model.entropy_reward(cond, num_samples=3)
     assert torch.allclose(averaged, per_chain.view(4, 3).mean(dim=1), rtol=1e-4, atol=1e-3)
+
+
+def test_history_seeds_depend_on_seed_and_tokens_only() -> None:
+    cond = random_tokens(3, 2, 64)
+    seeds = diffusion.history_seeds(cond, seed=1, num_samples=2)
+    assert len(seeds) == 6 and len(set(seeds)) == 6 and all(0 <= s < 2**63 for s in seeds)
+    assert seeds[2:4] == diffusion.history_seeds(cond[1:2], seed=1, num_samples=2)
+    assert seeds != diffusion.history_seeds(cond, seed=2, num_samples=2)
 
 
 def test_naive_reward_equals_cached_reward_and_cache_is_computed_once() -> None:
@@ -189,9 +201,9 @@ def test_naive_reward_equals_cached_reward_and_cache_is_computed_once() -> None:
 
     model.denoiser.encode_condition = counting_encode  # type: ignore[method-assign]
     model.denoiser.register_forward_hook(lambda *_: calls.__setitem__("pass", calls["pass"] + 1))
-    cached = model.entropy_reward(cond, num_samples=2, generator=torch.Generator().manual_seed(3))
+    cached = model.entropy_reward(cond, num_samples=2, seed=3)
     assert calls == {"encode": 1, "pass": 11}
-    naive = naive_entropy_reward(model, cond, num_samples=2, generator=torch.Generator().manual_seed(3))
+    naive = naive_entropy_reward(model, cond, num_samples=2, seed=3)
     assert calls == {"encode": 12, "pass": 22}
     assert torch.equal(cached, naive)
 

@@ -124,7 +124,7 @@ def test_onnxruntime_entropy_rewards_match_torch_for_the_same_noise(trained: Vid
     backend = make_backend("onnxruntime", onnx_dir=onnx_dir, threads=1)
     for num_samples in (1, 2):
         seeded = lambda be, r=num_samples: trained.entropy_reward(  # noqa: E731
-            cond, num_samples=r, generator=torch.Generator().manual_seed(7), backend=be)
+            cond, num_samples=r, seed=7, backend=be)
         reference = seeded(None)
         assert torch.equal(reference, seeded(make_backend("torch", model=trained)))
         diff, std = agreement(reference, seeded(backend))
@@ -137,7 +137,7 @@ def test_onnxruntime_likelihood_rewards_match_torch_for_the_same_noise(trained: 
     cond, target = diverse_histories()
     backend = make_backend("onnxruntime", onnx_dir=onnx_dir, threads=1)
     seeded = lambda be: trained.likelihood_reward(  # noqa: E731
-        cond, target, generator=torch.Generator().manual_seed(7), backend=be)
+        cond, target, seed=7, backend=be)
     diff, std = agreement(seeded(None), seeded(backend))
     assert std > 1.0 and diff <= 1e-3 * std
 
