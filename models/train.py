@@ -284,8 +284,8 @@ def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDi
     save_checkpoint(Checkpoint(kind="video", preset=preset, config=config.to_dict(), state_dict=model.state_dict(),
                                ema_state_dict=ema.state_dict()["shadow"], codec=codec.to_dict(),
                                stats=stats.to_dict() if stats else None, data_fingerprint=fingerprint,
-                               step=step, extra={"optimizer": optimizer.state_dict(),
-                                                         "tasks": trained_tasks}), path)
+                               step=step, extra={"optimizer": optimizer.state_dict(), "ema_updates": ema.updates,
+                                                 "tasks": trained_tasks}), path)
 
 
 def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusion, ema: EMA,
@@ -294,6 +294,7 @@ def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusi
     if ckpt is None:
         return 0
     load_state_checked(model, ckpt.state_dict, f"video model weights in {path}")
-    ema.load_state_dict({"decay": ema.decay, "shadow": ckpt.ema_state_dict})
+    ema.load_state_dict({"decay": ema.decay, "updates": ckpt.extra.get("ema_updates", ckpt.step),
+                         "shadow": ckpt.ema_state_dict})
     optimizer.load_state_dict(ckpt.extra["optimizer"])
     return ckpt.step

@@ -236,15 +236,21 @@ def test_bad_shapes_and_ids_are_refused_with_the_expected_shape() -> None:
 
 def test_ema_tracks_and_copies_weights() -> None:
     model, other = tiny_model(0), tiny_model(1)
-    ema = EMA(model, decay=0.5)
-    ema.update(other)
+    ema = EMA(model, decay=0.999)
+    ema.update(other)  # warm-up: the first update's decay is 1/10, not 0.999
     name, first = next(iter(model.state_dict().items()))
-    assert torch.allclose(ema.shadow[name], (first + other.state_dict()[name]) / 2, atol=1e-6)
-    ema.copy_to(model)
-    assert torch.equal(model.state_dict()[name], ema.shadow[name])
+    assert torch.allclose(ema.shadow[name], 0.1 * first + 0.9 * other.state_dict()[name], atol=1e-6)
+    for _ in range(10_000):
+        ema.updates += 1  # long after warm-up the configured decay rules
+    ema.update(model)
+    expected = 0.999 * (0.1 * first + 0.9 * other.state_dict()[name]) + 0.001 * first
+    assert torch.allclose(ema.shadow[name], expected, atol=1e-6)
+    ema.copy_to(other)
+    assert torch.equal(other.state_dict()[name], ema.shadow[name])
     restored = EMA(other, decay=0.9)
     restored.load_state_dict(ema.state_dict())
-    assert restored.decay == 0.5 and torch.equal(restored.shadow[name], ema.shadow[name])
+    assert restored.decay == 0.999 and restored.updates == 10_002
+    assert torch.equal(restored.shadow[name], ema.shadow[name])
 
 
 # ---------------------------------------------------------------------- learning
