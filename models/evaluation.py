@@ -79,23 +79,39 @@ def plot_reward_curves(rewards_by_task: Mapping[str, Mapping[str, Sequence[np.nd
 SOURCES = ("expert", "suboptimal", "random")
 
 
+def evaluation_episodes(data: str | Path, tasks: Sequence[str] | None, split: str) -> list:
+    """Expert episodes of `split`, and every suboptimal and random episode: training only
+    ever sees the train split's experts, so all the others are held out."""
+    from models.data import select_episodes
+
+    experts = select_episodes(data, tasks=tasks, sources=("expert",), split=split)
+    try:
+        others = select_episodes(data, tasks=tasks, sources=SOURCES[1:], split="all")
+    except ValueError:
+        others = []  # expert-only data: means and time correlation, no AUROC
+    return experts + others
+
+
 def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *,
                     tasks: Sequence[str] | None = None, split: str = "test", num_samples: int = 1,
-                    backend: str = "torch", onnx_dir: str | Path | None = None, progress: bool = True) -> dict:
+                    backend: str = "torch", onnx_dir: str | Path | None = None, seed_spread: int = 0,
+                    progress: bool = True) -> dict:
     """Standardised reward of held-out episodes per task and source: means, AUROCs,
-    reward-time correlation; seen (trained-on) and unseen tasks reported apart."""
+    reward-time correlation; seen (trained-on) and unseen tasks reported apart.
+    seed_spread > 0 also measures the reward's spread across that many noise seeds."""
     from tqdm import tqdm
 
     from models.checkpoint import load_checkpoint
-    from models.data import load_frames, select_episodes
+    from models.data import load_frames
     from models.reward_model import DiffusionReward
 
+    if seed_spread < 0 or seed_spread == 1:
+        raise ValueError(f"seed_spread must be 0 (off) or at least 2 seeds, got {seed_spread}")
     reward = DiffusionReward.load(model_path, num_samples=num_samples, backend=backend, onnx_dir=onnx_dir)
     seen = set(load_checkpoint(model_path).extra.get("tasks", []))
-    entries = select_episodes(data, tasks=tasks, sources=SOURCES, split=split)
+    episodes = load_frames(evaluation_episodes(data, tasks, split), reward.image_size, progress=False)
     curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    for episode in tqdm(load_frames(entries, reward.image_size, progress=False), desc="labelling episodes",
-                        unit="ep", disable=not progress):
+    for episode in tqdm(episodes, desc="labelling episodes", unit="ep", disable=not progress):
         labels = reward.label_episode(episode.frames)
         curves[episode.entry.task][episode.entry.source].append(labels.standardized)
     per_task = {task: {"seen": task in seen, **summarize(by_source)} for task, by_source in sorted(curves.items())}
@@ -106,8 +122,30 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
                "seen": _pooled({t: s for t, s in curves.items() if t in seen}),
                "unseen": _pooled({t: s for t, s in curves.items() if t not in seen}),
                "plot": str(plot_reward_curves(curves, out / "reward_curves.png"))}
+    if seed_spread:
+        experts = [e.frames for e in episodes if e.entry.source == "expert"]
+        figures["seed_spread"] = seed_spread_figures(reward, experts, seeds=seed_spread)
     (out / "reward_eval.json").write_text(json.dumps(figures, indent=2))
     return figures
+
+
+def seed_spread_figures(reward, episodes: Sequence[np.ndarray], seeds: int = 5,
+                        num_samples: Sequence[int] = (1, 8), max_frames: int = 60) -> dict:
+    """How much the sampled entropy reward moves with its noise: per frame, the std of the
+    raw reward across `seeds` noise seeds, averaged over up to max_frames evenly spread
+    frames, for each num_samples; also relative to the reward's std over expert frames."""
+    if seeds < 2:
+        raise ValueError(f"a spread across seeds needs at least 2 seeds, got {seeds}")
+    import torch
+
+    histories = torch.cat([reward.histories(frames) for frames in episodes])
+    histories = histories[np.linspace(0, len(histories) - 1, min(max_frames, len(histories))).astype(int)]
+    spread = {}
+    for r in num_samples:
+        raw = np.stack([reward.score_histories(histories, seed=seed, num_samples=r) for seed in range(seeds)])
+        std = float(raw.std(axis=0, ddof=1).mean())
+        spread[f"num_samples_{r}"] = {"std_nats": std, "std_over_reward_std": std / reward.stats.std}
+    return {"seeds": seeds, "frames": len(histories), **spread}
 
 
 def _pooled(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]]) -> dict | None:

@@ -72,16 +72,22 @@ class DiffusionReward:
         return self.encoder.encode(preprocess(frames, self.image_size)).flatten(1)
 
     @torch.no_grad()
-    def score_histories(self, histories: torch.Tensor) -> np.ndarray:
+    def score_histories(self, histories: torch.Tensor, *, seed: int | None = None,
+                        num_samples: int | None = None) -> np.ndarray:
         """Raw entropy reward of (N, k, 64) token histories; each history's noise is seeded by
-        the seed and its own tokens, so a frame scores the same alone or in a batch."""
-        return self.video.entropy_reward(histories, num_samples=self.num_samples, skip=self.skip,
-                                         seed=self.seed, backend=self.backend).numpy()
+        the seed and its own tokens, so a frame scores the same alone or in a batch.
+        seed and num_samples default to the ones this reward was made with."""
+        return self.video.entropy_reward(histories, num_samples=num_samples or self.num_samples, skip=self.skip,
+                                         seed=self.seed if seed is None else seed, backend=self.backend).numpy()
+
+    def histories(self, frames: np.ndarray) -> torch.Tensor:
+        """(F, k, 64) token histories ending at each frame; the first frames repeat frame 0."""
+        config = self.video.config
+        return episode_windows(self.encode(frames), config.condition_frames, config.frame_skip)
 
     def label_episode(self, frames: np.ndarray) -> RewardLabels:
         """Every frame's reward in one batched call; the first frames' histories repeat frame 0."""
-        config = self.video.config
-        raw = self.score_histories(episode_windows(self.encode(frames), config.condition_frames, config.frame_skip))
+        raw = self.score_histories(self.histories(frames))
         return RewardLabels(raw, np.asarray(self.stats.standardize(raw)))
 
     def stream(self) -> StreamingReward:

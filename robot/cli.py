@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_reward.add_argument("--num-samples", type=int, default=1)
     eval_reward.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     eval_reward.add_argument("--onnx-dir", type=Path, default=None, help="from `drr export reward`")
+    eval_reward.add_argument("--seed-spread", type=int, default=0, metavar="SEEDS",
+                             help="also measure the reward's std across this many noise seeds "
+                                  "(num_samples 1 and 8) on held-out expert frames")
 
     export = _group(commands, "export", "export trained models")
     export_reward = _command(export, "reward", "ONNX graphs of the codec encoder and the denoiser",
@@ -204,7 +207,8 @@ def run_eval_reward(args) -> dict:
     from models.evaluation import evaluate_reward
 
     result = evaluate_reward(args.model, args.data, args.out, tasks=args.tasks, split=args.split,
-                             num_samples=args.num_samples, backend=args.backend, onnx_dir=args.onnx_dir)
+                             num_samples=args.num_samples, backend=args.backend, onnx_dir=args.onnx_dir,
+                             seed_spread=args.seed_spread)
     for task, figures in result["tasks"].items():
         means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in figures.items() if k.startswith("mean_"))
         auroc = figures.get("auroc_expert_vs_random")

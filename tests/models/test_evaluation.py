@@ -31,3 +31,23 @@ def test_summarize_and_plot(tmp_path):
     assert summary["episodes"] == {"expert": 2, "suboptimal": 1, "random": 1}
     path = plot_reward_curves({"sim:reach": rewards, "sim:push": rewards}, tmp_path / "curves.png")
     assert path.stat().st_size > 5000
+
+
+def test_evaluation_holds_out_test_experts_and_every_other_source(tmp_path):
+    from models.data import select_episodes
+    from models.evaluation import evaluate_reward, evaluation_episodes
+    from sim.record import record_episodes
+
+    record_episodes("sim:reach", "expert", range(10), tmp_path, image_size=(64, 64), progress=False)
+    record_episodes("sim:reach", "random", range(100, 103), tmp_path, image_size=(64, 64), progress=False)
+    with pytest.raises(ValueError, match="seed_spread must be 0 .off. or at least 2"):
+        evaluate_reward(tmp_path / "never-read.ckpt", tmp_path, tmp_path / "eval", seed_spread=1)
+    trained_on = {e.episode_id for e in select_episodes(tmp_path, split="train")}
+    if len(trained_on) == 10:  # episode ids are random: now and then no expert lands in the test split
+        with pytest.raises(ValueError, match="no complete test episodes"):
+            evaluation_episodes(tmp_path, None, "test")
+        return
+    chosen = evaluation_episodes(tmp_path, None, "test")
+    assert trained_on and not trained_on & {e.episode_id for e in chosen}
+    assert sum(e.source == "expert" for e in chosen) == 10 - len(trained_on)
+    assert sum(e.source == "random" for e in chosen) == 3

@@ -80,8 +80,11 @@ def test_train_and_evaluate_through_the_cli(episodes, tmp_path):
     video = drr("train", "video", "--data", str(episodes), "--codec", codec["checkpoint"], "--out", str(tmp_path),
                 "--preset", "tiny", "--steps", "10")
     figures = drr("eval", "reward", "--model", video["checkpoint"], "--data", str(episodes),
-                  "--out", str(tmp_path / "eval"), "--split", "all")
+                  "--out", str(tmp_path / "eval"), "--split", "all", "--seed-spread", "2")
     reach = figures["tasks"]["sim:reach"]
+    spread = figures["seed_spread"]
+    assert spread["seeds"] == 2 and spread["frames"] > 0
+    assert all(spread[f"num_samples_{r}"]["std_nats"] > 0 for r in (1, 8))
     assert reach["seen"] and {"mean_expert", "mean_random", "auroc_expert_vs_random"} <= set(reach)
     assert 0.0 <= reach["auroc_expert_vs_random"] <= 1.0
     assert figures["seen"] is not None and (tmp_path / "eval" / "reward_curves.png").is_file()
