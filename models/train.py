@@ -4,11 +4,16 @@ seeded, resumable from the run's checkpoint, TensorBoard logs and a progress bar
 A run directory holds one checkpoint per model (`codec.ckpt`, `video.ckpt`), rewritten
 atomically every `checkpoint_every` steps; a diverging run (non-finite loss) stops with
 an error and leaves the last good checkpoint in place.
+
+Started by torchrun, a run trains data-parallel (models/distributed.py): each rank draws its
+own minibatches of the schedule's batch size (global batch = batch size x ranks, same learning
+rate), gradients are averaged, and rank 0 alone writes checkpoints, logs and figures.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +24,14 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from models import distributed
 from models.checkpoint import Checkpoint, data_fingerprint, load_checkpoint, load_state_checked, save_checkpoint
 from models.codec import (
     VQGAN,
     CodecConfig,
     CodecLoss,
     PatchDiscriminator,
+    VectorQuantizer,
     make_optimizers,
     postprocess,
     preprocess,
@@ -59,10 +66,12 @@ VIDEO_SCHEDULES = {
 }
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
+    """Seeds the global RNGs alike on every rank (the same model init everywhere) and returns the
+    rank's generator for minibatches and noise, seeded seed + rank so ranks draw different batches."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(seed + rank)
 
 
 def random_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -84,50 +93,102 @@ def _schedule(schedules: dict[str, Schedule], preset: str, steps: int | None) ->
 
 def train_codec(data: str | Path, out: str | Path, preset: str = "cpu", *, steps: int | None = None,
                 seed: int = 0, tasks: Sequence[str] | None = None, progress: bool = True) -> dict:
-    """Train (or resume) the VQGAN on the train split of the expert episodes under `data`."""
+    """Train (or resume) the VQGAN on the train split of the expert episodes under `data`;
+    data-parallel when started by torchrun."""
     schedule = _schedule(CODEC_SCHEDULES, preset, steps)
     config = CodecConfig.preset(preset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "codec.ckpt"
-    generator = seed_everything(seed)
+    with distributed.process_group() as worker:
+        show = progress and worker.is_main
+        generator = seed_everything(seed, worker.rank)
 
-    entries = select_episodes(data, tasks=tasks, split="train")
-    fingerprint = data_fingerprint(e.episode_id for e in entries)
-    frames = np.concatenate([e.frames for e in load_frames(entries, config.image_size, progress=progress)])
-    images = preprocess(frames, config.image_size)
-    if len(images) < schedule.batch_size:
-        raise ValueError(f"{len(images)} training frames are fewer than one batch ({schedule.batch_size})")
+        entries = select_episodes(data, tasks=tasks, split="train")
+        fingerprint = data_fingerprint(e.episode_id for e in entries)
+        frames = np.concatenate([e.frames for e in load_frames(entries, config.image_size, progress=show)])
+        images = preprocess(frames, config.image_size)
+        if len(images) < schedule.batch_size:
+            raise ValueError(f"{len(images)} training frames are fewer than one batch ({schedule.batch_size})")
 
-    model, discriminator = VQGAN(config), PatchDiscriminator(config.disc_channels, config.disc_layers)
-    optimizers = make_optimizers(model, discriminator, schedule.lr)
-    step = _resume_codec(path, preset, fingerprint, model, discriminator, optimizers)
-    loss = CodecLoss(config)
-    batches = random_batches(images, schedule.batch_size, generator)
-    writer = SummaryWriter(str(out / "tensorboard" / "codec"))
-    bar = tqdm(total=schedule.steps, initial=step, desc=f"codec {preset}", unit="step", disable=not progress)
-    try:
-        while step < schedule.steps:
-            chunk = min(schedule.checkpoint_every, schedule.steps - step)
-            try:
-                logs = train_codec_steps(model, discriminator, loss, batches, chunk, schedule.lr,
-                                         start_step=step, optimizers=optimizers, grad_clip=1.0)
-            except FloatingPointError as exc:
-                raise ValueError(f"codec training diverged ({exc}); the last good checkpoint is kept: "
-                                 f"{path if path.exists() else 'none yet'}") from None
-            for entry in logs:
-                for name, value in entry.items():
-                    if name != "step":
-                        writer.add_scalar(f"codec/{name}", value, entry["step"])
-            step += len(logs)
-            bar.update(len(logs))
-            bar.set_postfix(l1=f"{logs[-1]['l1']:.3f}", codes=logs[-1]["codes_used"])
-            _save_codec(path, preset, config, model, discriminator, optimizers, fingerprint, step)
-    finally:
-        bar.close()
-        writer.close()
+        model = VQGAN(config).to(worker.device)
+        discriminator = PatchDiscriminator(config.disc_channels, config.disc_layers).to(worker.device)
+        distributed.broadcast_weights(model, discriminator)
+        optimizers = make_optimizers(model, discriminator, schedule.lr)
+        step = _resume_codec(path, preset, fingerprint, model, discriminator, optimizers)
+        loss = CodecLoss(config)
+        batches = (batch.to(worker.device) for batch in random_batches(images, schedule.batch_size, generator))
+        writer = SummaryWriter(str(out / "tensorboard" / "codec")) if worker.is_main else None
+        bar = tqdm(total=schedule.steps, initial=step, desc=f"codec {preset}", unit="step", disable=not show)
+        try:
+            while step < schedule.steps:
+                chunk = min(schedule.checkpoint_every, schedule.steps - step)
+                try:
+                    logs = data_parallel_codec_steps(model, discriminator, loss, batches, chunk, schedule.lr,
+                                                     start_step=step, optimizers=optimizers, grad_clip=1.0)
+                except FloatingPointError as exc:
+                    where = " on some rank" if worker.parallel else ""
+                    raise ValueError(f"codec training diverged{where} ({exc}); the last good checkpoint is kept: "
+                                     f"{path if path.exists() else 'none yet'}") from None
+                if writer:
+                    for entry in logs:
+                        for name, value in entry.items():
+                            if name != "step":
+                                writer.add_scalar(f"codec/{name}", value, entry["step"])
+                step += len(logs)
+                bar.update(len(logs))
+                bar.set_postfix(l1=f"{logs[-1]['l1']:.3f}", codes=logs[-1]["codes_used"])
+                if worker.is_main:
+                    _save_codec(path, preset, config, model, discriminator, optimizers, fingerprint, step)
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+        figures = distributed.broadcast_object(evaluate_codec(model, data, tasks, out, config)
+                                               if worker.is_main else None)
     return {"checkpoint": str(path), "preset": preset, "steps": step, "train_frames": len(images),
-            "train_episodes": len(entries), **evaluate_codec(model, data, tasks, out, config)}
+            "train_episodes": len(entries), "world_size": worker.world_size, **figures}
+
+
+def data_parallel_codec_steps(model: VQGAN, discriminator: PatchDiscriminator, loss: CodecLoss,
+                              batches: Iterator[torch.Tensor], steps: int, lr: float, *, start_step: int = 0,
+                              optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer] | None = None,
+                              grad_clip: float | None = None) -> list[dict[str, float]]:
+    """train_codec_steps on every rank at once; in a single process, exactly train_codec_steps.
+
+    Gradients are averaged during backward. A loss that is not finite on some rank is made so on
+    all, so every rank raises at the same check (a rank stopping alone would leave the others
+    waiting for its gradients). Each rank restarts dead codes from its own batch, so rank 0's
+    codebook and usage go to all ranks before every step and after the last.
+    """
+    with distributed.averaged_gradients(model, discriminator):
+        logs = train_codec_steps(model, discriminator, _RanksAgreeCodecLoss(loss.config),
+                                 _codebook_from_rank0(batches, model.quantizer), steps, lr, start_step=start_step,
+                                 optimizers=optimizers, grad_clip=grad_clip)
+    distributed.broadcast_weights(model.quantizer)
+    return logs
+
+
+class _RanksAgreeCodecLoss(CodecLoss):
+    """CodecLoss whose losses are non-finite on every rank when they are on any."""
+
+    def generator_loss(self, *args, **kwargs) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, logs = super().generator_loss(*args, **kwargs)
+        return _non_finite_if_any_rank(loss), logs
+
+    def discriminator_loss(self, *args, **kwargs) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, logs = super().discriminator_loss(*args, **kwargs)
+        return _non_finite_if_any_rank(loss), logs
+
+
+def _non_finite_if_any_rank(loss: torch.Tensor) -> torch.Tensor:
+    return loss if distributed.all_finite(loss) else loss + math.nan
+
+
+def _codebook_from_rank0(batches: Iterator[torch.Tensor], quantizer: VectorQuantizer) -> Iterator[torch.Tensor]:
+    for batch in batches:
+        distributed.broadcast_weights(quantizer)
+        yield batch
 
 
 def _save_codec(path: Path, preset: str, config: CodecConfig, model: VQGAN, discriminator: PatchDiscriminator,
@@ -181,8 +242,9 @@ def evaluate_codec(model: VQGAN, data: str | Path, tasks: Sequence[str] | None, 
         return {"test_l1": None, "note": "no held-out expert episodes to evaluate on"}
     frames = np.concatenate([e.frames for e in load_frames(entries, config.image_size, progress=False)])
     images = preprocess(frames, config.image_size)
-    tokens = torch.cat([model.encode(batch) for batch in images.split(64)])
-    reconstruction = torch.cat([model.decode(batch) for batch in tokens.split(64)])
+    device = _device_of(model)
+    tokens = torch.cat([model.encode(batch.to(device)) for batch in images.split(64)])
+    reconstruction = torch.cat([model.decode(batch).cpu() for batch in tokens.split(64)])
     pick = np.linspace(0, len(frames) - 1, min(show, len(frames))).astype(int)
     grid = np.concatenate([np.concatenate(list(frames[pick]), 1),
                            np.concatenate(list(postprocess(reconstruction[pick])), 1)], 0)
@@ -195,12 +257,16 @@ def evaluate_codec(model: VQGAN, data: str | Path, tasks: Sequence[str] | None, 
     return figures
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 @torch.no_grad()
 def encode_episodes(codec: VQGAN, episodes: Sequence[EpisodeFrames], batch: int = 128) -> list[torch.Tensor]:
     """Each episode's frames as (F, 64) codec tokens; every frame is encoded once."""
     codec.eval()
-    size = codec.config.image_size
-    return [torch.cat([codec.encode(preprocess(chunk, size)).flatten(1)
+    size, device = codec.config.image_size, _device_of(codec)
+    return [torch.cat([codec.encode(preprocess(chunk, size).to(device)).flatten(1).cpu()
                        for chunk in np.array_split(e.frames, max(1, len(e.frames) // batch + 1))
                        if len(chunk)])
             for e in episodes]
@@ -210,68 +276,94 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
                 steps: int | None = None, seed: int = 0, tasks: Sequence[str] | None = None,
                 progress: bool = True) -> dict:
     """Train (or resume) the conditional video diffusion model on the codec's tokens of the
-    train-split expert episodes, then store the reward's standardisation statistics."""
+    train-split expert episodes, then store the reward's standardisation statistics;
+    data-parallel when started by torchrun."""
     schedule = _schedule(VIDEO_SCHEDULES, preset, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "video.ckpt"
-    generator = seed_everything(seed)
-    codec, codec_ckpt = load_codec(codec_path)
-    config = DiffusionConfig.preset(preset, codebook_size=codec.config.codebook_size)
+    with distributed.process_group() as worker:
+        show = progress and worker.is_main
+        generator = seed_everything(seed, worker.rank)
+        # The loss draws its noise where the model is; on the CPU from the batch generator, as always.
+        noise = (generator if worker.device.type == "cpu"
+                 else torch.Generator(worker.device).manual_seed(seed + worker.rank))
+        codec, codec_ckpt = load_codec(codec_path)
+        codec.to(worker.device)
+        config = DiffusionConfig.preset(preset, codebook_size=codec.config.codebook_size)
 
-    entries = select_episodes(data, tasks=tasks, split="train")
-    fingerprint = data_fingerprint(e.episode_id for e in entries)
-    trained_tasks = sorted({e.task for e in entries})
-    tokens = encode_episodes(codec, load_frames(entries, codec.config.image_size, progress=progress))
-    pairs = [condition_windows(t, config.condition_frames, config.frame_skip) for t in tokens]
-    cond, target = torch.cat([c for c, _ in pairs]), torch.cat([t for _, t in pairs])
+        entries = select_episodes(data, tasks=tasks, split="train")
+        fingerprint = data_fingerprint(e.episode_id for e in entries)
+        trained_tasks = sorted({e.task for e in entries})
+        tokens = encode_episodes(codec, load_frames(entries, codec.config.image_size, progress=show))
+        pairs = [condition_windows(t, config.condition_frames, config.frame_skip) for t in tokens]
+        cond, target = torch.cat([c for c, _ in pairs]), torch.cat([t for _, t in pairs])
 
-    model = VideoDiffusion(config)
-    ema = EMA(model, config.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=0.01)
-    step = _resume_video(path, preset, fingerprint, model, ema, optimizer)
-    writer = SummaryWriter(str(out / "tensorboard" / "video"))
-    bar = tqdm(total=schedule.steps, initial=step, desc=f"video {preset}", unit="step", disable=not progress)
-    model.train()
-    try:
-        while step < schedule.steps:
-            batch = torch.randint(0, len(target), (schedule.batch_size,), generator=generator)
-            loss, logs = model.loss(cond[batch], target[batch], generator)
-            if not torch.isfinite(loss):
-                raise ValueError(f"video training diverged at step {step} (loss {loss.item()}); the last good "
-                                 f"checkpoint is kept: {path if path.exists() else 'none yet'}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            ema.update(model)
-            step += 1
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(vlb=f"{logs['vlb']:.3f}")
-                for name, value in logs.items():
-                    writer.add_scalar(f"video/{name}", value, step)
-            if step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, None,
-                            trained_tasks)
-    finally:
-        bar.close()
-        writer.close()
-    stats = expert_reward_stats(model, ema, tokens, progress)
-    _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats, trained_tasks)
+        model = VideoDiffusion(config).to(worker.device)
+        distributed.broadcast_weights(model)
+        ema = EMA(model, config.ema_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=0.01)
+        step = _resume_video(path, preset, fingerprint, model, ema, optimizer)
+        writer = SummaryWriter(str(out / "tensorboard" / "video")) if worker.is_main else None
+        bar = tqdm(total=schedule.steps, initial=step, desc=f"video {preset}", unit="step", disable=not show)
+        model.train()
+        try:
+            with distributed.averaged_gradients(model):
+                while step < schedule.steps:
+                    batch = torch.randint(0, len(target), (schedule.batch_size,), generator=generator)
+                    loss, logs = model.loss(cond[batch].to(worker.device), target[batch].to(worker.device), noise)
+                    if not distributed.all_finite(loss):  # the same answer on every rank: all stop here
+                        raise ValueError(f"video training diverged at step {step} ({_loss_text(loss, worker)}); the "
+                                         f"last good checkpoint is kept: {path if path.exists() else 'none yet'}")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    ema.update(model)
+                    step += 1
+                    bar.update(1)
+                    if step % 10 == 0:
+                        bar.set_postfix(vlb=f"{logs['vlb']:.3f}")
+                        for name, value in logs.items():
+                            if writer:
+                                writer.add_scalar(f"video/{name}", value, step)
+                    if worker.is_main and (step % schedule.checkpoint_every == 0 or step == schedule.steps):
+                        _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step,
+                                    None, trained_tasks)
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+        stats = expert_reward_stats(model, ema, tokens, show, worker)
+        if worker.is_main:
+            _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats,
+                        trained_tasks)
     return {"checkpoint": str(path), "preset": preset, "steps": step, "train_pairs": len(target),
-            "train_episodes": len(entries), "reward_stats": stats.to_dict()}
+            "train_episodes": len(entries), "world_size": worker.world_size, "reward_stats": stats.to_dict()}
+
+
+def _loss_text(loss: torch.Tensor, worker: distributed.Worker) -> str:
+    if worker.parallel:
+        return f"not finite on some rank; rank {worker.rank}'s loss {loss.item()}"
+    return f"loss {loss.item()}"
 
 
 def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
-                        progress: bool = True) -> RewardStats:
-    """Mean and std of the raw entropy reward (EMA weights) over the training expert frames."""
-    rewards_model = VideoDiffusion(model.config)
-    ema.copy_to(rewards_model)
+                        progress: bool = True, worker: distributed.Worker | None = None) -> RewardStats:
+    """Mean and std of the raw entropy reward (EMA weights) over the training expert frames.
+    With several ranks each scores every world_size-th episode; each episode's reward is seeded
+    by its frames, so the statistics are the same however the episodes are shared."""
     config = model.config
-    rewards = [rewards_model.entropy_reward(episode_windows(t, config.condition_frames, config.frame_skip))
-               for t in tqdm(tokens, desc="reward statistics", unit="ep", disable=not progress)]
-    return RewardStats.from_rewards(torch.cat(rewards))
+    worker = worker or distributed.Worker(device=_device_of(model))
+    rewards_model = VideoDiffusion(config).to(worker.device)
+    ema.copy_to(rewards_model)
+    mine = range(worker.rank, len(tokens), worker.world_size)
+    rewards = {i: rewards_model.entropy_reward(
+                   episode_windows(tokens[i], config.condition_frames, config.frame_skip).to(worker.device)).cpu()
+               for i in tqdm(mine, desc="reward statistics", unit="ep", disable=not progress)}
+    for other in distributed.gather_objects(rewards):
+        rewards.update(other)
+    return RewardStats.from_rewards(torch.cat([rewards[i] for i in range(len(tokens))]))
 
 
 def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDiffusion, ema: EMA,
@@ -294,7 +386,8 @@ def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusi
     if ckpt is None:
         return 0
     load_state_checked(model, ckpt.state_dict, f"video model weights in {path}")
+    device = _device_of(model)
     ema.load_state_dict({"decay": ema.decay, "updates": ckpt.extra.get("ema_updates", ckpt.step),
-                         "shadow": ckpt.ema_state_dict})
+                         "shadow": {name: value.to(device) for name, value in ckpt.ema_state_dict.items()}})
     optimizer.load_state_dict(ckpt.extra["optimizer"])
     return ckpt.step
