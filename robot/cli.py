@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps({"error": str(exc)}))
         return 2
-    print(json.dumps(result))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the same result: print it once
+        print(json.dumps(result))
     return 0
 
 
@@ -101,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--episodes", type=int, default=20, help="expert episodes per mirror task")
+    demo.add_argument("--eval-episodes", type=int, default=5,
+                      help="suboptimal and random episodes per mirror task to evaluate the reward on")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="reward model sizes")
+    demo.add_argument("--codec-steps", type=int, default=None, help="default: the preset's schedule")
+    demo.add_argument("--video-steps", type=int, default=None, help="default: the preset's schedule")
 
     bench = _group(commands, "bench", "benchmarks")
     bench_sim = _command(bench, "sim", "sim steps/s, render fps, episodes recorded per minute",
@@ -228,36 +235,18 @@ def run_export_reward(args) -> dict:
 
 
 def run_demo(args) -> dict:
-    from sim.record import record_episodes
-    from sim.registry import mirror_tasks
+    from robot.demo import run_main_job
 
-    demos = args.out / "demos"
-    wanted = range(args.seed, args.seed + args.episodes)
-    recorded = recorded_seeds(demos, source="expert")
-    for task in mirror_tasks():
-        # Re-running resumes: seeds already recorded (complete) are not recorded again.
-        missing = [seed for seed in wanted if seed not in recorded.get(task, set())]
-        if missing:
-            record_episodes(task, "expert", missing, demos)
-        else:
-            print(f"{task}: all {args.episodes} expert episodes already in {demos}")
-    info = run_dataset_info(argparse.Namespace(root=demos, contact_sheet=args.out / "contact_sheet.png"))
-    return {"demos": str(demos), "episodes": info["episodes"], "frames": info["frames"],
-            "expert_success_rate": {row["task"]: row["success_rate"]
-                                    for row in info["per_task_source"] if row["source"] == "expert"},
-            "contact_sheet": info["contact_sheet"]}
-
-
-def recorded_seeds(root: Path, source: str) -> dict[str, set[int]]:
-    """Seeds of the complete episodes of `source` already under root, per task."""
-    from robot.episodes import DatasetIndex
-
-    if not any(root.rglob("*.mcap")):
-        return {}
-    seeds: dict[str, set[int]] = {}
-    for entry in DatasetIndex.scan(root).select(source=source, complete_only=True):
-        seeds.setdefault(entry.task, set()).add(entry.seed)
-    return seeds
+    summary = run_main_job(args.out, episodes=args.episodes, eval_episodes=args.eval_episodes, seed=args.seed,
+                           preset=args.preset, codec_steps=args.codec_steps, video_steps=args.video_steps)
+    figures = summary["reward_eval"]
+    for task, by_task in figures["tasks"].items():
+        means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in by_task.items() if k.startswith("mean_"))
+        print(f"{task}: {means}; AUROC expert vs random {by_task.get('auroc_expert_vs_random', float('nan')):.2f}")
+    print(f"contact sheet: {summary['contact_sheet']}\nreward curves: {figures['plot']}\n"
+          f"summary: {Path(args.out) / 'summary.json'}")
+    return {"summary": str(Path(args.out) / "summary.json"), "plot": figures["plot"],
+            "seen": figures["seen"], "tasks": figures["tasks"]}
 
 
 def run_bench_sim(args) -> dict:

@@ -80,13 +80,23 @@ def test_corrupt_episode_is_reported_and_kept(tmp_path):
     assert corrupt.exists()
 
 
-def test_demo_resumes_instead_of_recording_twice(tmp_path):
-    first, _ = drr("demo", "--out", str(tmp_path), "--episodes", "1")
-    assert first["episodes"] == len(first["expert_success_rate"]) >= 3
-    assert all(rate == 1.0 for rate in first["expert_success_rate"].values())
-    second, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2")
-    assert second["episodes"] == 2 * first["episodes"]  # only the new seed was recorded
-    assert Path(second["contact_sheet"]).is_file()
+def test_demo_records_trains_evaluates_and_resumes(tmp_path):
+    fast = ("--preset", "tiny", "--codec-steps", "4", "--video-steps", "4", "--eval-episodes", "1")
+    first, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
+    summary = json.loads(Path(first["summary"]).read_text())
+    tasks = set(first["tasks"])
+    assert tasks == {"sim:reach", "sim:push", "sim:drawer-open"}
+    assert {row: summary["dataset"][row]["episodes"] for row in summary["dataset"]} == \
+        {"expert": 6, "suboptimal": 3, "random": 3}
+    assert summary["dataset"]["expert"]["success_rate"] == 1.0
+    assert summary["codec"]["steps"] == summary["video"]["steps"] == 4
+    assert Path(first["plot"]).is_file() and Path(summary["contact_sheet"]).is_file()
+    assert all("auroc_expert_vs_random" in figures for figures in first["tasks"].values())
+    # Re-running resumes: nothing is recorded twice and finished training is not redone.
+    again, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
+    resumed = json.loads(Path(again["summary"]).read_text())
+    assert resumed["dataset"] == summary["dataset"]
+    assert resumed["codec"]["steps"] == resumed["video"]["steps"] == 4
 
 
 def test_recording_killed_mid_run_loses_nothing_already_written(tmp_path):
