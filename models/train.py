@@ -348,22 +348,29 @@ def _loss_text(loss: torch.Tensor, worker: distributed.Worker) -> str:
     return f"loss {loss.item()}"
 
 
+STATS_MAX_FRAMES = 1024  # a mean and a std settle long before; each frame costs a reward call
+
+
 def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
-                        progress: bool = True, worker: distributed.Worker | None = None) -> RewardStats:
-    """Mean and std of the raw entropy reward (EMA weights) over the training expert frames.
-    With several ranks each scores every world_size-th episode; each episode's reward is seeded
-    by its frames, so the statistics are the same however the episodes are shared."""
+                        progress: bool = True, worker: distributed.Worker | None = None,
+                        max_frames: int = STATS_MAX_FRAMES) -> RewardStats:
+    """Mean and std of the raw entropy reward (EMA weights) over the training expert frames,
+    up to max_frames of them spread evenly over all episodes. With several ranks each scores
+    every world_size-th chunk; each frame's reward is seeded by its own history, so the
+    statistics are the same however the frames are shared."""
     config = model.config
     worker = worker or distributed.Worker(device=_device_of(model))
     rewards_model = VideoDiffusion(config).to(worker.device)
     ema.copy_to(rewards_model)
-    mine = range(worker.rank, len(tokens), worker.world_size)
-    rewards = {i: rewards_model.entropy_reward(
-                   episode_windows(tokens[i], config.condition_frames, config.frame_skip).to(worker.device)).cpu()
-               for i in tqdm(mine, desc="reward statistics", unit="ep", disable=not progress)}
+    histories = torch.cat([episode_windows(t, config.condition_frames, config.frame_skip) for t in tokens])
+    pick = np.unique(np.linspace(0, len(histories) - 1, min(max_frames, len(histories))).round().astype(int))
+    chunks = histories[torch.from_numpy(pick)].split(128)
+    mine = range(worker.rank, len(chunks), worker.world_size)
+    rewards = {i: rewards_model.entropy_reward(chunks[i].to(worker.device)).cpu()
+               for i in tqdm(mine, desc="reward statistics", unit="chunk", disable=not progress)}
     for other in distributed.gather_objects(rewards):
         rewards.update(other)
-    return RewardStats.from_rewards(torch.cat([rewards[i] for i in range(len(tokens))]))
+    return RewardStats.from_rewards(torch.cat([rewards[i] for i in range(len(chunks))]))
 
 
 def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDiffusion, ema: EMA,
