@@ -1,5 +1,7 @@
 """Training entry points on episodes the stack records itself (tiny presets)."""
 
+import math
+
 import pytest
 import torch
 
@@ -96,3 +98,21 @@ def test_train_and_evaluate_through_the_cli(episodes, tmp_path):
                  "--onnx-dir", str(tmp_path / "onnx"))
     for name in ("mean_expert", "mean_random"):
         assert on_ort["tasks"]["sim:reach"][name] == pytest.approx(reach[name], abs=1e-3)
+    import numpy as np
+
+    torch_raw, ort_raw = np.load(figures["raw_rewards"]), np.load(on_ort["raw_rewards"])
+    assert set(torch_raw.files) == set(ort_raw.files) and len(torch_raw.files) >= 2
+    for episode in torch_raw.files:  # per frame, within 1e-3 of the reward's std
+        np.testing.assert_allclose(ort_raw[episode], torch_raw[episode], atol=1e-3 * figures["reward_std"])
+
+
+def test_learning_rate_warms_up_then_decays_by_step_alone():
+    from models.train import Schedule
+
+    schedule = Schedule(steps=1000, batch_size=8, lr=1e-3, checkpoint_every=100, warmup=100)
+    assert schedule.lr_at(0) == pytest.approx(1e-5)
+    assert schedule.lr_at(99) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.099)))
+    assert schedule.lr_at(500) == pytest.approx(0.5e-3) and schedule.lr_at(1000) == pytest.approx(0.0)
+    rates = [schedule.lr_at(step) for step in range(100, 1000)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # monotone after warm-up
+    assert Schedule(steps=10, batch_size=8, lr=3e-4, checkpoint_every=5).lr_at(7) == 3e-4  # no warm-up: flat
