@@ -111,17 +111,22 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
     seen = set(load_checkpoint(model_path).extra.get("tasks", []))
     episodes = load_frames(evaluation_episodes(data, tasks, split), reward.image_size, progress=False)
     curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    raw_by_episode = {}
     for episode in tqdm(episodes, desc="labelling episodes", unit="ep", disable=not progress):
         labels = reward.label_episode(episode.frames)
         curves[episode.entry.task][episode.entry.source].append(labels.standardized)
+        raw_by_episode[episode.entry.path.stem] = labels.raw
     per_task = {task: {"seen": task in seen, **summarize(by_source)} for task, by_source in sorted(curves.items())}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = {"model": str(model_path), "split": split, "num_samples": num_samples, "backend": backend,
+               "reward_mean": reward.stats.mean, "reward_std": reward.stats.std,
                "tasks": per_task,
                "seen": _pooled({t: s for t, s in curves.items() if t in seen}),
                "unseen": _pooled({t: s for t, s in curves.items() if t not in seen}),
                "plot": str(plot_reward_curves(curves, out / "reward_curves.png"))}
+    np.savez_compressed(out / "raw_rewards.npz", **raw_by_episode)  # per frame, by episode file name
+    figures["raw_rewards"] = str(out / "raw_rewards.npz")
     if seed_spread:
         experts = [e.frames for e in episodes if e.entry.source == "expert"]
         figures["seed_spread"] = seed_spread_figures(reward, experts, seeds=seed_spread)
