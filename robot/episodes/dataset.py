@@ -101,16 +101,27 @@ class DatasetIndex:
 
     def split(self, test_fraction: float = 0.2, salt: str = "drr",
               complete_only: bool = True) -> tuple[list[EpisodeEntry], list[EpisodeEntry]]:
-        """(train, test). Each episode's side depends only on its id and the salt, so adding
-        episodes never moves existing ones across the split."""
+        """(train, test). Each episode's side comes from a hash of its id and the salt
+        (split_draw < test_fraction: test), so adding episodes never moves existing ones across
+        the split, with one exception: a (task, source) group of two or more episodes always
+        has one on each side, so every task can be both trained on and held out. A group with
+        none drawn into test lends it its lowest-drawn episode (all drawn into test: the
+        highest goes to train) until an added episode is drawn there."""
         if not 0.0 <= test_fraction <= 1.0:
             raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
-        train, test = [], []
+        groups: dict[tuple[str, str], list[EpisodeEntry]] = {}
         for entry in self.select(complete_only=complete_only):
-            key = f"{entry.episode_id or entry.path.name}|{salt}".encode()
-            draw = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
-            (test if draw < test_fraction else train).append(entry)
-        return train, test
+            groups.setdefault((entry.task, entry.source), []).append(entry)
+        train, test = [], []
+        for group in groups.values():
+            ranked = sorted(group, key=lambda e: split_draw(e, salt))
+            held_out = sum(split_draw(e, salt) < test_fraction for e in ranked)
+            if len(ranked) >= 2 and 0.0 < test_fraction < 1.0:
+                held_out = min(max(held_out, 1), len(ranked) - 1)
+            test += ranked[:held_out]
+            train += ranked[held_out:]
+        order = {id(e): i for i, e in enumerate(self.entries)}  # keep the index's (file name) order
+        return sorted(train, key=lambda e: order[id(e)]), sorted(test, key=lambda e: order[id(e)])
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts; success rates count complete episodes only (None if there are none)."""
@@ -152,6 +163,12 @@ def _groups(entries: list[EpisodeEntry], key) -> dict[Any, dict[str, Any]]:
 
 
 LABEL_HEIGHT = 18
+
+
+def split_draw(entry: EpisodeEntry, salt: str = "drr") -> float:
+    """The episode's place in [0, 1) for the train/test split: a hash of its id and the salt."""
+    key = f"{entry.episode_id or entry.path.name}|{salt}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
 
 
 def contact_sheet(entries: list[EpisodeEntry], out_png: str | Path, frames_per_episode: int = 6,

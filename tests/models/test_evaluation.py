@@ -43,11 +43,7 @@ def test_evaluation_holds_out_test_experts_and_every_other_source(tmp_path):
     with pytest.raises(ValueError, match="seed_spread must be 0 .off. or at least 2"):
         evaluate_reward(tmp_path / "never-read.ckpt", tmp_path, tmp_path / "eval", seed_spread=1)
     trained_on = {e.episode_id for e in select_episodes(tmp_path, split="train")}
-    if len(trained_on) == 10:  # episode ids are random: now and then no expert lands in the test split
-        with pytest.raises(ValueError, match="no complete test episodes"):
-            evaluation_episodes(tmp_path, None, "test")
-        return
     chosen = evaluation_episodes(tmp_path, None, "test")
     assert trained_on and not trained_on & {e.episode_id for e in chosen}
-    assert sum(e.source == "expert" for e in chosen) == 10 - len(trained_on)
+    assert 1 <= sum(e.source == "expert" for e in chosen) == 10 - len(trained_on) <= 9  # one on each side at least
     assert sum(e.source == "random" for e in chosen) == 3

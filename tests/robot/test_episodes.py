@@ -26,6 +26,7 @@ from robot.episodes import (
     iter_episodes,
     read_episode,
 )
+from robot.episodes.dataset import split_draw
 from robot.types import ArmCommand, RobotState
 
 H, W = 48, 64
@@ -392,10 +393,24 @@ def test_split_is_deterministic_and_stable_under_additions(tmp_path):
     assert [e.episode_id for e in again[1]] == [e.episode_id for e in test]
     _dataset(tmp_path, PLAN * 2, start=100)
     bigger_train, bigger_test = DatasetIndex.scan(tmp_path).split(test_fraction=0.3)
-    assert {e.episode_id for e in test} <= {e.episode_id for e in bigger_test}
-    assert {e.episode_id for e in train} <= {e.episode_id for e in bigger_train}
+    # Episodes drawn to a side stay there; only a lent episode (its group had none drawn
+    # into test) may go back to train once an added episode of its group is drawn into test.
+    drawn_test = {e.episode_id for e in test if split_draw(e) < 0.3}
+    drawn_train = {e.episode_id for e in train if split_draw(e) >= 0.3}
+    assert drawn_test <= {e.episode_id for e in bigger_test}
+    assert drawn_train <= {e.episode_id for e in bigger_train}
     other_salt = DatasetIndex.scan(tmp_path).split(test_fraction=0.3, salt="other")[1]
     assert {e.episode_id for e in other_salt} != {e.episode_id for e in bigger_test}
+
+
+def test_split_holds_out_and_trains_on_every_group_of_two_or_more(tmp_path):
+    _dataset(tmp_path, PLAN * 2)
+    index = DatasetIndex.scan(tmp_path)
+    for fraction in (0.01, 0.2, 0.99):
+        train, test = index.split(test_fraction=fraction)
+        groups = {(e.task, e.source) for e in index.select()}
+        assert {(e.task, e.source) for e in test} == groups == {(e.task, e.source) for e in train}
+    assert not index.split(test_fraction=0.0)[1] and not index.split(test_fraction=1.0)[0]
 
 
 def test_iter_episodes_yields_model_sized_arrays(tmp_path):
