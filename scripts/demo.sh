@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job on the embedded default (the MuJoCo mirror, no robot, no GPU):
-# record scripted expert demonstrations of every mirror task and write a contact
-# sheet of them. Output lands in ${DRR_OUT:-out/demo}.
+# record scripted demonstrations of every mirror task, train the reward model (cpu
+# preset) on them and score held-out episodes (robot/demo.py). Output lands in
+# ${DRR_OUT:-out/demo}; re-running resumes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
