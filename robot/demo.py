@@ -31,18 +31,16 @@ def recorded_seeds(root: Path, source: str) -> dict[str, set[int]]:
     return seeds
 
 
-def record_missing(root: Path, source: str, seeds: range, progress: bool = True) -> int:
-    """Record the seeds of `source` not yet in root for every mirror task; episodes recorded."""
+def record_missing(root: Path, source: str, seeds: range, progress: bool = True) -> None:
+    """Record, for every mirror task, the seeds of `source` not yet complete under root."""
     from sim.record import record_episodes
     from sim.registry import mirror_tasks
 
-    recorded, count = recorded_seeds(root, source), 0
+    recorded = recorded_seeds(root, source)
     for task in mirror_tasks():
         missing = [seed for seed in seeds if seed not in recorded.get(task, set())]
         if missing:
             record_episodes(task, source, missing, root, stop_on_success=False, progress=progress)
-            count += len(missing)
-    return count
 
 
 def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, seed: int = 0,
