@@ -77,8 +77,10 @@ class DiffusionReward:
         """Raw entropy reward of (N, k, 64) token histories; each history's noise is seeded by
         the seed and its own tokens, so a frame scores the same alone or in a batch.
         seed and num_samples default to the ones this reward was made with."""
-        return self.video.entropy_reward(histories, num_samples=num_samples or self.num_samples, skip=self.skip,
-                                         seed=self.seed if seed is None else seed, backend=self.backend).numpy()
+        num_samples = self.num_samples if num_samples is None else num_samples
+        seed = self.seed if seed is None else seed
+        return self.video.entropy_reward(histories, num_samples=num_samples, skip=self.skip, seed=seed,
+                                         backend=self.backend).numpy()
 
     def histories(self, frames: np.ndarray) -> torch.Tensor:
         """(F, k, 64) token histories ending at each frame; the first frames repeat frame 0."""

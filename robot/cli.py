@@ -216,13 +216,18 @@ def run_eval_reward(args) -> dict:
     result = evaluate_reward(args.model, args.data, args.out, tasks=args.tasks, split=args.split,
                              num_samples=args.num_samples, backend=args.backend, onnx_dir=args.onnx_dir,
                              seed_spread=args.seed_spread)
-    for task, figures in result["tasks"].items():
-        means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in figures.items() if k.startswith("mean_"))
-        auroc = figures.get("auroc_expert_vs_random")
-        print(f"{task} ({'seen' if figures['seen'] else 'unseen'}): {means}; "
-              f"AUROC expert vs random {'n/a' if auroc is None else f'{auroc:.2f}'}")
-    print(f"reward curves: {result['plot']}")
+    print_reward_figures(result)
     return result
+
+
+def print_reward_figures(figures: dict) -> None:
+    """One line per task of evaluate_reward's figures, then where the curves are."""
+    for task, by_task in figures["tasks"].items():
+        means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in by_task.items() if k.startswith("mean_"))
+        auroc = by_task.get("auroc_expert_vs_random")
+        print(f"{task} ({'seen' if by_task['seen'] else 'unseen'}): {means}; "
+              f"AUROC expert vs random {'n/a' if auroc is None else f'{auroc:.2f}'}")
+    print(f"reward curves: {figures['plot']}")
 
 
 def run_export_reward(args) -> dict:
@@ -240,11 +245,8 @@ def run_demo(args) -> dict:
     summary = run_main_job(args.out, episodes=args.episodes, eval_episodes=args.eval_episodes, seed=args.seed,
                            preset=args.preset, codec_steps=args.codec_steps, video_steps=args.video_steps)
     figures = summary["reward_eval"]
-    for task, by_task in figures["tasks"].items():
-        means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in by_task.items() if k.startswith("mean_"))
-        print(f"{task}: {means}; AUROC expert vs random {by_task.get('auroc_expert_vs_random', float('nan')):.2f}")
-    print(f"contact sheet: {summary['contact_sheet']}\nreward curves: {figures['plot']}\n"
-          f"summary: {Path(args.out) / 'summary.json'}")
+    print_reward_figures(figures)
+    print(f"contact sheet: {summary['contact_sheet']}\nsummary: {Path(args.out) / 'summary.json'}")
     return {"summary": str(Path(args.out) / "summary.json"), "plot": figures["plot"],
             "seen": figures["seen"], "tasks": figures["tasks"]}
 
