@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything the stack needs on a fresh Debian machine, idempotently:
 # system libraries (offscreen GL, libusb for RealSense), a virtual environment in
-# .venv, and the pinned Python packages (MuJoCo, MetaWorld, ROS 2 wheels, ...).
+# .venv, the pinned Python packages (MuJoCo, MetaWorld, ROS 2 wheels, ...), and the
+# ROS 2 interface package drr_interfaces built from those wheels (scripts/build_interfaces.sh).
 # Re-running is cheap: each step is skipped when already done.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 # EGL/OSMesa: headless MuJoCo rendering. libusb: pyrealsense2. python3-venv: the venv.
-APT_PACKAGES=(libegl1 libgl1 libgl1-mesa-dri libosmesa6 libglib2.0-0 libusb-1.0-0 python3-venv)
+# cmake, make, g++, python3.11-dev: scripts/build_interfaces.sh compiles the drr_interfaces
+# messages' C/C++/Python typesupport from the ROS 2 wheels (python3.11-dev: Python.h for Debian's Python).
+APT_PACKAGES=(libegl1 libgl1 libgl1-mesa-dri libosmesa6 libglib2.0-0 libusb-1.0-0 python3-venv
+    cmake make g++ python3.11-dev)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
@@ -50,4 +54,5 @@ install_python_packages() {
 
 install_system_packages
 install_python_packages
+VENV="$VENV" bash "$ROOT/scripts/build_interfaces.sh"
 log "ready: $VENV"
