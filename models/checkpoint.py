@@ -76,7 +76,7 @@ class Checkpoint:
     config: dict
     state_dict: dict[str, Any]
     ema_state_dict: dict[str, Any] | None = None
-    stats: dict | None = None  # RewardStats.to_dict()
+    stats: dict | None = None  # {reward kind: RewardStats.to_dict()}
     codec: dict | None = None  # the codec's Checkpoint.to_dict(): a video model file is self-contained
     data_fingerprint: str = ""
     code_version: str = field(default_factory=code_version)
@@ -129,9 +129,10 @@ def _nonfinite(ckpt: Checkpoint) -> list[str]:
              "codec.ema_state_dict": (ckpt.codec or {}).get("ema_state_dict")}
     bad = [name for part, tree in parts.items() for name, t in _tensors(tree, part)
            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    for key, value in (ckpt.stats or {}).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            bad.append(f"stats.{key}")
+    for kind, kind_stats in (ckpt.stats or {}).items():
+        for key, value in (kind_stats.items() if isinstance(kind_stats, dict) else ()):
+            if isinstance(value, float) and not math.isfinite(value):
+                bad.append(f"stats.{kind}.{key}")
     return bad
 
 

@@ -384,19 +384,20 @@ class VideoDiffusion(nn.Module):
             return sample_entropy_reward(backend or self, self.schedule, cond_tokens, num_samples,
                                          visited_timesteps(self.config.num_timesteps, skip), seed)
 
-    def likelihood_reward(self, cond_tokens: Tensor, target_tokens: Tensor, skip: int = 9, seed: int = 0,
-                          backend: DenoiseBackend | None = None) -> Tensor:
+    def likelihood_reward(self, cond_tokens: Tensor, target_tokens: Tensor, num_samples: int = 1,
+                          skip: int = 9, seed: int = 0, backend: DenoiseBackend | None = None) -> Tensor:
         """Strided VLB of the observed next frame, (N,) nats per frame.
 
         Same visited timesteps as entropy_reward; each x_{t_i} ~ q(x_{t_i} | target)
         independently (each VLB term only needs its own marginal); sums
         -KL(q(x_{t_{i+1}} | x_{t_i}, target) || p(x_{t_{i+1}} | x_{t_i})) for i < n,
-        log p(target | x_{t_n}) and the prior term. The target never enters the condition.
+        log p(target | x_{t_n}) and the prior term, averaged over num_samples draws of the
+        x_{t_i}. The target never enters the condition; its noise is seeded like entropy_reward's.
         """
         self._check_condition(cond_tokens)
         self._check_target(target_tokens, cond_tokens.shape[0])
         with eval_mode(self):
-            return sample_likelihood_reward(backend or self, self.schedule, cond_tokens, target_tokens,
+            return sample_likelihood_reward(backend or self, self.schedule, cond_tokens, target_tokens, num_samples,
                                             visited_timesteps(self.config.num_timesteps, skip), seed)
 
 
@@ -451,27 +452,30 @@ def sample_entropy_reward(backend: DenoiseBackend, schedule: MaskReplaceSchedule
 
 @torch.no_grad()
 def sample_likelihood_reward(backend: DenoiseBackend, schedule: MaskReplaceSchedule, cond_tokens: Tensor,
-                             target_tokens: Tensor, steps: list[int], seed: int = 0) -> Tensor:
+                             target_tokens: Tensor, num_samples: int, steps: list[int], seed: int = 0) -> Tensor:
     """VideoDiffusion.likelihood_reward's loop over any backend (inputs unchecked)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     n, device = cond_tokens.shape[0], cond_tokens.device
-    K, L = schedule.num_classes, target_tokens.shape[1]
-    gen = RowNoise(history_seeds(torch.cat([cond_tokens, target_tokens[:, None]], 1), seed), device)
-    log_target = log_one_hot(target_tokens, K)
-    vlb = torch.full((n,), -L * schedule.prior_kl(), device=device)
-    cache = backend.encode_condition(cond_tokens)
-    full = lambda value: torch.full((n,), value, dtype=torch.long, device=device)  # noqa: E731
+    K, L, rows = schedule.num_classes, target_tokens.shape[1], cond_tokens.shape[0] * num_samples
+    gen = RowNoise(history_seeds(torch.cat([cond_tokens, target_tokens[:, None]], 1), seed, num_samples), device)
+    target = target_tokens.repeat_interleave(num_samples, dim=0)
+    log_target = log_one_hot(target, K)
+    vlb = torch.full((rows,), -L * schedule.prior_kl(), device=device)
+    cache = backend.encode_condition(cond_tokens).repeat_interleave(num_samples)
+    full = lambda value: torch.full((rows,), value, dtype=torch.long, device=device)  # noqa: E731
     for i, t_value in enumerate(steps):
         t = full(t_value)
-        x_t = schedule.q_sample(target_tokens, t, gen)
+        x_t = schedule.q_sample(target, t, gen)
         log_x0 = backend.denoise(x_t, t, cache)
         if i + 1 == len(steps):
-            vlb += log_x0.gather(1, target_tokens[:, None]).squeeze(1).sum(dim=1)
+            vlb += log_x0.gather(1, target[:, None]).squeeze(1).sum(dim=1)
             break
         s = full(steps[i + 1])
         log_p = schedule.q_posterior_fast(log_x0, x_t, t, s)
         log_q = schedule.q_posterior_fast(log_target, x_t, t, s)
         vlb -= schedule.kl(log_q, log_p).sum(dim=1)
-    return vlb
+    return vlb.view(n, num_samples).mean(dim=1)
 
 
 class _RecomputedCondition:

@@ -93,12 +93,13 @@ def evaluation_episodes(data: str | Path, tasks: Sequence[str] | None, split: st
 
 
 def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *,
-                    tasks: Sequence[str] | None = None, split: str = "test", num_samples: int = 1,
-                    backend: str = "torch", onnx_dir: str | Path | None = None, seed_spread: int = 0,
-                    progress: bool = True) -> dict:
-    """Standardised reward of held-out episodes per task and source: means, AUROCs,
-    reward-time correlation; seen (trained-on) and unseen tasks reported apart.
-    seed_spread > 0 also measures the reward's spread across that many noise seeds."""
+                    tasks: Sequence[str] | None = None, split: str = "test", kind: str = "entropy",
+                    num_samples: int = 1, backend: str = "torch", onnx_dir: str | Path | None = None,
+                    seed_spread: int = 0, progress: bool = True) -> dict:
+    """Standardised reward (of this kind, see models.rewards.REWARD_KINDS) of held-out episodes
+    per task and source: means, AUROCs, reward-time correlation; seen (trained-on) and unseen
+    tasks reported apart. seed_spread > 0 also measures the reward's spread across that many
+    noise seeds."""
     from tqdm import tqdm
 
     from models.checkpoint import load_checkpoint
@@ -107,7 +108,7 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
 
     if seed_spread < 0 or seed_spread == 1:
         raise ValueError(f"seed_spread must be 0 (off) or at least 2 seeds, got {seed_spread}")
-    reward = DiffusionReward.load(model_path, num_samples=num_samples, backend=backend, onnx_dir=onnx_dir)
+    reward = DiffusionReward.load(model_path, kind=kind, num_samples=num_samples, backend=backend, onnx_dir=onnx_dir)
     seen = set(load_checkpoint(model_path).extra.get("tasks", []))
     episodes = load_frames(evaluation_episodes(data, tasks, split), reward.image_size, progress=False)
     curves: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
@@ -119,7 +120,7 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
     per_task = {task: {"seen": task in seen, **summarize(by_source)} for task, by_source in sorted(curves.items())}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"model": str(model_path), "split": split, "num_samples": num_samples, "backend": backend,
+    figures = {"model": str(model_path), "split": split, "kind": kind, "num_samples": num_samples, "backend": backend,
                "reward_mean": reward.stats.mean, "reward_std": reward.stats.std,
                "tasks": per_task,
                "seen": _pooled({t: s for t, s in curves.items() if t in seen}),
@@ -136,18 +137,20 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
 
 def seed_spread_figures(reward, episodes: Sequence[np.ndarray], seeds: int = 5,
                         num_samples: Sequence[int] = (1, 8), max_frames: int = 60) -> dict:
-    """How much the sampled entropy reward moves with its noise: per frame, the std of the
-    raw reward across `seeds` noise seeds, averaged over up to max_frames evenly spread
-    frames, for each num_samples; also relative to the reward's std over expert frames."""
+    """How much the sampled reward moves with its noise: per frame, the std of the raw reward
+    across `seeds` noise seeds, averaged over up to max_frames evenly spread frames, for each
+    num_samples; also relative to the reward's std over expert frames."""
     if seeds < 2:
         raise ValueError(f"a spread across seeds needs at least 2 seeds, got {seeds}")
     import torch
 
-    histories = torch.cat([reward.histories(frames) for frames in episodes])
-    histories = histories[np.linspace(0, len(histories) - 1, min(max_frames, len(histories))).astype(int)]
+    inputs = [reward.scoring_inputs(frames) for frames in episodes]
+    histories, tokens = torch.cat([h for h, _ in inputs]), torch.cat([t for _, t in inputs])
+    pick = np.linspace(0, len(histories) - 1, min(max_frames, len(histories))).astype(int)
     spread = {}
     for r in num_samples:
-        raw = np.stack([reward.score_histories(histories, seed=seed, num_samples=r) for seed in range(seeds)])
+        raw = np.stack([reward.score(histories[pick], tokens[pick], seed=seed, num_samples=r)
+                        for seed in range(seeds)])
         std = float(raw.std(axis=0, ddof=1).mean())
         spread[f"num_samples_{r}"] = {"std_nats": std, "std_over_reward_std": std / reward.stats.std}
     return {"seeds": seeds, "frames": len(histories), **spread}

@@ -5,10 +5,11 @@
     stream = reward.stream(); stream.push(frame)   # streaming API: newest frame's reward
 
 Frames are uint8 (H, W, 3) at the model's input size (see models.data for cropping and
-resizing camera images). The raw reward is the paper's entropy reward (an estimate of
-the negative conditional entropy of the next frame given the history ending at the
-current frame); the standardised one uses the training experts' mean and std stored in
-the checkpoint.
+resizing camera images). The raw reward is, by `kind` (models.rewards.REWARD_KINDS), the
+paper's entropy reward (an estimate of the negative conditional entropy of the next frame
+given the history ending at the current frame) or the likelihood of the current frame given
+the history before it; the standardised one uses the training experts' mean and std of that
+kind, stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from models.checkpoint import Checkpoint, load_checkpoint, load_state_checked
 from models.codec import VQGAN, CodecConfig, preprocess
 from models.diffusion import DiffusionConfig, VideoDiffusion
 from models.export import CODEC_FILE
-from models.rewards import RewardStats, TokenRingBuffer, episode_windows
+from models.rewards import RewardStats, TokenRingBuffer, check_reward_kind, episode_windows, stats_by_kind
 
 
 @dataclass
@@ -36,60 +37,76 @@ class RewardLabels:
 class DiffusionReward:
     """backend: "torch", or "onnxruntime" / "tensorrt" with onnx_dir from models.export.export_reward:
     the denoiser runs there and the codec encoder in ONNX Runtime; the sampling loop (posteriors,
-    seeded noise) stays in torch, so every backend sees the same noise."""
+    seeded noise) stays in torch, so every backend sees the same noise.
+    stats: the standardisation statistics of this reward kind."""
 
-    def __init__(self, codec: VQGAN, video: VideoDiffusion, stats: RewardStats, *,
+    def __init__(self, codec: VQGAN, video: VideoDiffusion, stats: RewardStats, *, kind: str = "entropy",
                  num_samples: int = 1, skip: int = 9, seed: int = 0, backend: str = "torch",
                  onnx_dir: str | Path | None = None):
         if num_samples < 1 or skip < 0:
             raise ValueError(f"num_samples must be >= 1 and skip >= 0, got {num_samples}, {skip}")
         self.codec, self.video, self.stats = codec.eval(), video.eval(), stats
+        self.kind = check_reward_kind(kind)
         self.num_samples, self.skip, self.seed = num_samples, skip, seed
         self.backend = make_backend(backend, model=self.video, onnx_dir=onnx_dir)
         self.encoder = self.codec if backend == "torch" else OnnxRuntimeCodec(Path(onnx_dir) / CODEC_FILE)
 
     @classmethod
-    def load(cls, path: str | Path, preset: str | None = None, **kwargs) -> DiffusionReward:
+    def load(cls, path: str | Path, preset: str | None = None, kind: str = "entropy", **kwargs) -> DiffusionReward:
         """A video checkpoint with its embedded codec and statistics; EMA weights score."""
         ckpt = load_checkpoint(path, expect_kind="video", expect_preset=preset)
         if ckpt.stats is None:
             raise ValueError(f"{path} has no reward statistics: its training did not finish "
                              "(train it to the end, or resume it, before scoring)")
+        stats = stats_by_kind(ckpt.stats, where=f"the reward statistics in {path}")
+        if check_reward_kind(kind) not in stats:
+            raise ValueError(f"{path} has statistics for the {sorted(stats)} reward(s), not {kind!r}")
         codec_ckpt = Checkpoint.from_dict(ckpt.codec, where=f"the codec inside {path}")
         codec = VQGAN(CodecConfig.from_dict(codec_ckpt.config))
         load_state_checked(codec, codec_ckpt.state_dict, f"codec weights in {path}")
         video = VideoDiffusion(DiffusionConfig.from_dict(ckpt.config))
         load_state_checked(video, ckpt.ema_state_dict or ckpt.state_dict, f"video model EMA weights in {path}")
-        return cls(codec, video, RewardStats.from_dict(ckpt.stats), **kwargs)
+        return cls(codec, video, stats[kind], kind=kind, **kwargs)
 
     @property
     def image_size(self) -> int:
         return self.codec.config.image_size
+
+    @property
+    def history_lag(self) -> int:
+        """How many frames before the scored frame its history ends: the entropy reward asks what
+        follows the scored frame, the likelihood reward how well the scored frame was predicted."""
+        return 0 if self.kind == "entropy" else self.video.config.frame_skip
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
         """(F, H, W, 3) uint8 at the model's input size -> (F, 64) tokens."""
         return self.encoder.encode(preprocess(frames, self.image_size)).flatten(1)
 
+    def scoring_inputs(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """An episode's frames -> what score() needs for each: (F, k, 64) token histories (the first
+        frames' repeat frame 0) and (F, 64) tokens."""
+        tokens = self.encode(frames)
+        config = self.video.config
+        return episode_windows(tokens, config.condition_frames, config.frame_skip, lag=self.history_lag), tokens
+
     @torch.no_grad()
-    def score_histories(self, histories: torch.Tensor, *, seed: int | None = None,
-                        num_samples: int | None = None) -> np.ndarray:
-        """Raw entropy reward of (N, k, 64) token histories; each history's noise is seeded by
-        the seed and its own tokens, so a frame scores the same alone or in a batch.
-        seed and num_samples default to the ones this reward was made with."""
+    def score(self, histories: torch.Tensor, tokens: torch.Tensor, *, seed: int | None = None,
+              num_samples: int | None = None) -> np.ndarray:
+        """Raw reward of frames given as (N, k, 64) histories and their (N, 64) tokens (the entropy
+        reward reads only the histories). Each frame's noise is seeded by the seed and its own
+        tokens, so a frame scores the same alone or in a batch. seed and num_samples default to
+        the ones this reward was made with."""
         num_samples = self.num_samples if num_samples is None else num_samples
         seed = self.seed if seed is None else seed
-        return self.video.entropy_reward(histories, num_samples=num_samples, skip=self.skip, seed=seed,
-                                         backend=self.backend).numpy()
-
-    def histories(self, frames: np.ndarray) -> torch.Tensor:
-        """(F, k, 64) token histories ending at each frame; the first frames repeat frame 0."""
-        config = self.video.config
-        return episode_windows(self.encode(frames), config.condition_frames, config.frame_skip)
+        common = {"num_samples": num_samples, "skip": self.skip, "seed": seed, "backend": self.backend}
+        if self.kind == "entropy":
+            return self.video.entropy_reward(histories, **common).numpy()
+        return self.video.likelihood_reward(histories, tokens, **common).numpy()
 
     def label_episode(self, frames: np.ndarray) -> RewardLabels:
-        """Every frame's reward in one batched call; the first frames' histories repeat frame 0."""
-        raw = self.score_histories(self.histories(frames))
+        """Every frame's reward in one batched call."""
+        raw = self.score(*self.scoring_inputs(frames))
         return RewardLabels(raw, np.asarray(self.stats.standardize(raw)))
 
     def stream(self) -> StreamingReward:
@@ -102,7 +119,8 @@ class StreamingReward:
     def __init__(self, reward: DiffusionReward):
         config = reward.video.config
         self.reward = reward
-        self.buffer = TokenRingBuffer(capacity=(config.condition_frames - 1) * config.frame_skip + 1)
+        span = (config.condition_frames - 1) * config.frame_skip + 1 + reward.history_lag
+        self.buffer = TokenRingBuffer(capacity=span)
 
     def reset(self) -> None:
         """At episode start: histories never reach into the previous episode."""
@@ -110,8 +128,9 @@ class StreamingReward:
 
     def push(self, frame: np.ndarray, stamp_ns: int) -> tuple[float, float]:
         """(raw, standardised) reward of this frame given the episode so far."""
-        self.buffer.push(self.reward.encode(frame[None])[0], stamp_ns)
+        tokens = self.reward.encode(frame[None])
+        self.buffer.push(tokens[0], stamp_ns)
         config = self.reward.video.config
-        history = self.buffer.history(config.condition_frames, config.frame_skip)[None]
-        raw = float(self.reward.score_histories(history)[0])
+        history = self.buffer.history(config.condition_frames, config.frame_skip, lag=self.reward.history_lag)
+        raw = float(self.reward.score(history[None], tokens)[0])
         return raw, float(self.reward.stats.standardize(raw))

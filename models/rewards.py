@@ -32,6 +32,20 @@ def _as_float64(values: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------- standardisation
 
+# What the video model's raw reward of frame t measures (both in nats, higher = more expert-like):
+#   entropy     the paper's: -H(next frame | history ending at t), estimated from the model's own
+#               samples; it never looks at the frame that follows.
+#   likelihood  log p(frame t | history ending frame_skip frames before t): how well the observed
+#               frame fits the expert model (VIPER's kind of reward, on this model).
+REWARD_KINDS = ("entropy", "likelihood")
+
+
+def check_reward_kind(kind: str) -> str:
+    if kind not in REWARD_KINDS:
+        raise ValueError(f"reward kind must be one of {REWARD_KINDS}, got {kind!r}")
+    return kind
+
+
 
 @dataclass(frozen=True)
 class RewardStats:
@@ -76,6 +90,14 @@ class RewardStats:
         if missing or unknown:
             raise ValueError(f"RewardStats.from_dict: missing {missing}, unknown {unknown}")
         return cls(**d)
+
+
+def stats_by_kind(d: dict, where: str = "reward statistics") -> dict[str, RewardStats]:
+    """{kind: RewardStats} from a checkpoint's {kind: RewardStats.to_dict()}."""
+    if not isinstance(d, dict) or not d or set(d) - set(REWARD_KINDS):
+        raise ValueError(f"{where} must map reward kinds {REWARD_KINDS} to statistics, got keys "
+                         f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
+    return {kind: RewardStats.from_dict(value) for kind, value in d.items()}
 
 
 class RunningStd:
@@ -277,11 +299,11 @@ def window_indices(t: int, condition_frames: int, frame_skip: int) -> list[int]:
     return [max(0, t - (condition_frames - 1 - i) * frame_skip) for i in range(condition_frames)]
 
 
-def episode_windows(tokens: torch.Tensor, condition_frames: int, frame_skip: int) -> torch.LongTensor:
-    """(T, h, w) or (T, h*w) tokens of a whole episode -> (T, k, h*w) histories, one per frame;
-    the batched twin of TokenRingBuffer.history."""
+def episode_windows(tokens: torch.Tensor, condition_frames: int, frame_skip: int, lag: int = 0) -> torch.LongTensor:
+    """(T, h, w) or (T, h*w) tokens of a whole episode -> (T, k, h*w) histories, one per frame t,
+    each ending at frame t - lag (clamped at 0); the batched twin of TokenRingBuffer.history."""
     flat = tokens.reshape(tokens.shape[0], -1).long()
-    idx = torch.tensor([window_indices(t, condition_frames, frame_skip) for t in range(flat.shape[0])],
+    idx = torch.tensor([window_indices(max(0, t - lag), condition_frames, frame_skip) for t in range(flat.shape[0])],
                        dtype=torch.long).reshape(flat.shape[0], condition_frames)
     return flat[idx]
 
@@ -326,13 +348,13 @@ class TokenRingBuffer:
         self._stamps[slot] = int(stamp_ns)
         self._frames += 1
 
-    def history(self, condition_frames: int, frame_skip: int = 1) -> torch.LongTensor:
-        """(k, h*w) tokens conditioning the reward of the newest frame (see window_indices)."""
-        span = (condition_frames - 1) * frame_skip + 1
+    def history(self, condition_frames: int, frame_skip: int = 1, lag: int = 0) -> torch.LongTensor:
+        """(k, h*w) tokens of the window ending `lag` frames before the newest (see window_indices)."""
+        span = (condition_frames - 1) * frame_skip + 1 + lag
         if span > self.capacity:
-            raise ValueError(f"TokenRingBuffer: a window of {condition_frames} frames with skip {frame_skip} "
-                             f"spans {span} frames, more than the capacity {self.capacity}")
+            raise ValueError(f"TokenRingBuffer: a window of {condition_frames} frames with skip {frame_skip}, "
+                             f"{lag} frames back, spans {span} frames, more than the capacity {self.capacity}")
         if not self._frames:
             raise ValueError("TokenRingBuffer.history: no frame pushed since the episode started")
-        idx = window_indices(self._frames - 1, condition_frames, frame_skip)
+        idx = window_indices(max(0, self._frames - 1 - lag), condition_frames, frame_skip)
         return self._tokens[[e % self.capacity for e in idx]].clone()

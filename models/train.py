@@ -39,7 +39,7 @@ from models.codec import (
 )
 from models.data import EpisodeFrames, load_frames, select_episodes
 from models.diffusion import EMA, DiffusionConfig, VideoDiffusion, condition_windows
-from models.rewards import RewardStats, episode_windows
+from models.rewards import REWARD_KINDS, RewardStats, episode_windows
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,8 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
             _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats,
                         trained_tasks)
     return {"checkpoint": str(path), "preset": preset, "steps": step, "train_pairs": len(target),
-            "train_episodes": len(entries), "world_size": worker.world_size, "reward_stats": stats.to_dict()}
+            "train_episodes": len(entries), "world_size": worker.world_size,
+            "reward_stats": {kind: kind_stats.to_dict() for kind, kind_stats in stats.items()}}
 
 
 def _loss_text(loss: torch.Tensor, worker: distributed.Worker) -> str:
@@ -365,38 +366,48 @@ STATS_MAX_FRAMES = 1024  # a mean and a std settle long before; each frame costs
 
 def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
                         progress: bool = True, worker: distributed.Worker | None = None,
-                        max_frames: int = STATS_MAX_FRAMES) -> RewardStats:
-    """Mean and std of the raw entropy reward (EMA weights) over the training expert frames,
+                        max_frames: int = STATS_MAX_FRAMES) -> dict[str, RewardStats]:
+    """Mean and std of each kind of raw reward (EMA weights) over the training expert frames,
     up to max_frames of them spread evenly over all episodes. With several ranks each scores
-    every world_size-th chunk; each frame's reward is seeded by its own history, so the
+    every world_size-th chunk; each frame's reward is seeded by its own tokens, so the
     statistics are the same however the frames are shared."""
     config = model.config
     worker = worker or distributed.Worker(device=_device_of(model))
     rewards_model = VideoDiffusion(config).to(worker.device)
     ema.copy_to(rewards_model)
-    histories = torch.cat([episode_windows(t, config.condition_frames, config.frame_skip) for t in tokens])
-    pick = np.unique(np.linspace(0, len(histories) - 1, min(max_frames, len(histories))).round().astype(int))
-    chunks = histories[torch.from_numpy(pick)].split(128)
+    frames = torch.cat(list(tokens)).flatten(1)
+    k, skip = config.condition_frames, config.frame_skip
+    entropy_histories = torch.cat([episode_windows(t, k, skip) for t in tokens])
+    likelihood_histories = torch.cat([episode_windows(t, k, skip, lag=skip) for t in tokens])
+    spread = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    pick = torch.from_numpy(np.unique(spread))
+    chunks = list(zip(entropy_histories[pick].split(128), likelihood_histories[pick].split(128),
+                      frames[pick].split(128)))
     mine = range(worker.rank, len(chunks), worker.world_size)
-    rewards = {i: rewards_model.entropy_reward(chunks[i].to(worker.device)).cpu()
-               for i in tqdm(mine, desc="reward statistics", unit="chunk", disable=not progress)}
+    rewards = {}
+    for i in tqdm(mine, desc="reward statistics", unit="chunk", disable=not progress):
+        entropy_history, likelihood_history, target = (part.to(worker.device) for part in chunks[i])
+        rewards[i] = {"entropy": rewards_model.entropy_reward(entropy_history).cpu(),
+                      "likelihood": rewards_model.likelihood_reward(likelihood_history, target).cpu()}
     for other in distributed.gather_objects(rewards):
         rewards.update(other)
-    return RewardStats.from_rewards(torch.cat([rewards[i] for i in range(len(chunks))]))
+    return {kind: RewardStats.from_rewards(torch.cat([rewards[i][kind] for i in range(len(chunks))]))
+            for kind in REWARD_KINDS}
 
 
 def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDiffusion, ema: EMA,
                 optimizer: torch.optim.Optimizer, codec_ckpt: Checkpoint, fingerprint: str, step: int,
-                stats: RewardStats | None, trained_tasks: list[str]) -> None:
+                stats: dict[str, RewardStats] | None, trained_tasks: list[str]) -> None:
     # The codec goes in without its discriminator and optimizer: the file only has to score.
     codec = Checkpoint(kind="codec", preset=codec_ckpt.preset, config=codec_ckpt.config,
                        state_dict=codec_ckpt.state_dict, data_fingerprint=codec_ckpt.data_fingerprint,
                        code_version=codec_ckpt.code_version, step=codec_ckpt.step)
     save_checkpoint(Checkpoint(kind="video", preset=preset, config=config.to_dict(), state_dict=model.state_dict(),
                                ema_state_dict=ema.state_dict()["shadow"], codec=codec.to_dict(),
-                               stats=stats.to_dict() if stats else None, data_fingerprint=fingerprint,
-                               step=step, extra={"optimizer": optimizer.state_dict(), "ema_updates": ema.updates,
-                                                 "tasks": trained_tasks}), path)
+                               stats={kind: s.to_dict() for kind, s in stats.items()} if stats else None,
+                               data_fingerprint=fingerprint, step=step,
+                               extra={"optimizer": optimizer.state_dict(), "ema_updates": ema.updates,
+                                      "tasks": trained_tasks}), path)
 
 
 def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusion, ema: EMA,

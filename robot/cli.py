@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_reward.add_argument("--out", type=Path, default=Path("out/eval"))
     eval_reward.add_argument("--split", default="test", choices=("train", "test", "all"))
     eval_reward.add_argument("--tasks", nargs="+", default=None)
+    eval_reward.add_argument("--reward", default="entropy",
+                             help="entropy (the paper's) or likelihood (of the observed frame); see models.rewards")
     eval_reward.add_argument("--num-samples", type=int, default=1)
     eval_reward.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     eval_reward.add_argument("--onnx-dir", type=Path, default=None, help="from `drr export reward`")
@@ -204,9 +206,10 @@ def run_train_video(args) -> dict:
         torch.set_num_threads(args.threads)
     result = train_video(args.data, args.out, args.codec, args.preset, steps=args.steps, seed=args.seed,
                          tasks=args.tasks)
-    stats = result["reward_stats"]
+    stats = "; ".join(f"{kind} reward mean {s['mean']:.2f}, std {s['std']:.2f}"
+                      for kind, s in result["reward_stats"].items())
     print(f"video model ({args.preset}) trained to step {result['steps']} on {result['train_pairs']} frames: "
-          f"{result['checkpoint']}; expert reward mean {stats['mean']:.2f}, std {stats['std']:.2f}")
+          f"{result['checkpoint']}; over the training experts: {stats}")
     return result
 
 
@@ -214,8 +217,8 @@ def run_eval_reward(args) -> dict:
     from models.evaluation import evaluate_reward
 
     result = evaluate_reward(args.model, args.data, args.out, tasks=args.tasks, split=args.split,
-                             num_samples=args.num_samples, backend=args.backend, onnx_dir=args.onnx_dir,
-                             seed_spread=args.seed_spread)
+                             kind=args.reward, num_samples=args.num_samples, backend=args.backend,
+                             onnx_dir=args.onnx_dir, seed_spread=args.seed_spread)
     print_reward_figures(result)
     return result
 

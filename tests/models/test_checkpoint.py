@@ -33,7 +33,7 @@ def _video_ckpt(net: nn.Module) -> Checkpoint:
     ema = {k: v * 0.5 for k, v in net.state_dict().items()}
     return Checkpoint(kind="video", preset="tiny", config={"layers": 2, "dims": [16, 32], "skip": (1,), "x": None},
                       state_dict=net.state_dict(), ema_state_dict=ema,
-                      stats=RewardStats.from_rewards([1.0, 2.0, 4.0]).to_dict(),
+                      stats={"entropy": RewardStats.from_rewards([1.0, 2.0, 4.0]).to_dict()},
                       codec=_codec_ckpt().to_dict(), data_fingerprint=data_fingerprint(["ep1", "ep2"]),
                       step=1234, extra={"note": "hello", "losses": [0.5, 0.25]})
 
@@ -52,7 +52,7 @@ def test_round_trip_with_ema_stats_and_embedded_codec(tmp_path):
     assert (back.kind, back.preset, back.step, back.extra) == ("video", "tiny", 1234, ckpt.extra)
     assert back.config == ckpt.config and back.config["skip"] == (1,)  # tuples survive weights_only loading
     assert back.code_version == code_version() and back.data_fingerprint == ckpt.data_fingerprint
-    assert RewardStats.from_dict(back.stats) == RewardStats.from_rewards([1.0, 2.0, 4.0])
+    assert RewardStats.from_dict(back.stats["entropy"]) == RewardStats.from_rewards([1.0, 2.0, 4.0])
     fresh = _net(5)
     with torch.no_grad():
         for p in fresh.parameters():
@@ -96,8 +96,8 @@ def test_nonfinite_save_is_refused_and_leaves_the_last_good_file_byte_identical(
         broken.codec["state_dict"]["0.bias"][0] = float("nan")
         name = "codec.state_dict.0.bias"
     else:
-        broken.stats["std"] = float("nan")
-        name = "stats.std"
+        broken.stats["entropy"]["std"] = float("nan")
+        name = "stats.entropy.std"
     with pytest.raises(ValueError, match=rf"refusing to save .*non-finite values in {name}"):
         save_checkpoint(broken, path)
     assert path.read_bytes() == good and _no_temp_files(tmp_path)

@@ -213,6 +213,22 @@ def test_ring_buffer_matches_the_episode_api():
         assert torch.equal(buf.history(2, 3), windows[t])
 
 
+def test_lagged_windows_are_the_training_conditions():
+    """The likelihood reward scores frame t given the window ending frame_skip frames earlier:
+    exactly the condition the video model was trained to predict frame t from."""
+    from models.diffusion import condition_windows
+
+    tokens = torch.randint(0, 1024, (11, 64))
+    conditions, _ = condition_windows(tokens, condition_frames=3, frame_skip=2)
+    assert torch.equal(episode_windows(tokens, 3, 2, lag=2), conditions)
+    buf = TokenRingBuffer(capacity=7)
+    for t in range(11):
+        buf.push(tokens[t], stamp_ns=t + 1)
+        assert torch.equal(buf.history(3, 2, lag=2), conditions[t])
+    with pytest.raises(ValueError, match="2 frames back, spans 7 frames"):
+        TokenRingBuffer(capacity=6).history(3, 2, lag=2)
+
+
 def test_ring_buffer_errors():
     buf = TokenRingBuffer(capacity=3)
     with pytest.raises(ValueError, match="no frame pushed"):

@@ -50,18 +50,22 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
 
     codec = train_codec(episodes, tmp_path / "codec", "tiny", steps=20, progress=False)
     result = train_video(episodes, tmp_path / "video", codec["checkpoint"], "tiny", steps=40, progress=False)
-    assert result["steps"] == 40 and result["reward_stats"]["std"] > 0
-    reward = DiffusionReward.load(result["checkpoint"], preset="tiny")
-    (episode,) = load_frames(select_episodes(episodes, split="all")[:1], reward.image_size, progress=False)
-    labels = reward.label_episode(episode.frames)
-    assert labels.raw.shape == labels.standardized.shape == (len(episode.frames),)
-    np.testing.assert_array_equal(labels.raw, reward.label_episode(episode.frames).raw)  # seeded
-    # Streaming scores each frame alone from cached tokens; its noise is seeded by the
-    # frame's history, so it gives the episode labels frame by frame.
-    stream = reward.stream()
-    streamed = np.array([stream.push(frame, stamp_ns=i + 1) for i, frame in enumerate(episode.frames)])
-    np.testing.assert_allclose(streamed[:, 0], labels.raw, rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(streamed[:, 1], labels.standardized, rtol=1e-5, atol=1e-4)
+    assert result["steps"] == 40
+    assert all(result["reward_stats"][kind]["std"] > 0 for kind in ("entropy", "likelihood"))
+    for kind in ("entropy", "likelihood"):
+        reward = DiffusionReward.load(result["checkpoint"], preset="tiny", kind=kind)
+        (episode,) = load_frames(select_episodes(episodes, split="all")[:1], reward.image_size, progress=False)
+        labels = reward.label_episode(episode.frames)
+        assert labels.raw.shape == labels.standardized.shape == (len(episode.frames),)
+        np.testing.assert_array_equal(labels.raw, reward.label_episode(episode.frames).raw)  # seeded
+        # Streaming scores each frame alone from cached tokens; its noise is seeded by the
+        # frame's tokens, so it gives the episode labels frame by frame.
+        stream = reward.stream()
+        streamed = np.array([stream.push(frame, stamp_ns=i + 1) for i, frame in enumerate(episode.frames)])
+        np.testing.assert_allclose(streamed[:, 0], labels.raw, rtol=1e-5, atol=1e-3, err_msg=kind)
+        np.testing.assert_allclose(streamed[:, 1], labels.standardized, rtol=1e-5, atol=1e-4, err_msg=kind)
+    with pytest.raises(ValueError, match="reward kind must be one of"):
+        DiffusionReward.load(result["checkpoint"], kind="curiosity")
 
 
 def test_train_and_evaluate_through_the_cli(episodes, tmp_path):
