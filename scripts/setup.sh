@@ -47,7 +47,7 @@ install_python_packages() {
     [ -f "$stamp" ] && return
     [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$(pick_python)" -m venv "$VENV"; }
     log "installing pinned Python packages into $VENV (first run takes a few minutes)"
-    "$VENV/bin/pip" install -q -e "$ROOT[dev,metaworld,realsense,ros]"
+    "$VENV/bin/pip" install -q -e "$ROOT[dev,metaworld,realsense,ros,teleop]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 }

@@ -20,20 +20,36 @@ from robot.episodes.dataset import DatasetIndex, EpisodeEntry, contact_sheet, it
 from robot.episodes.messages import GRIPPER_JOINT, TOPICS
 from robot.episodes.metadata import FORMAT_VERSION, SOURCES, EpisodeMetadata, episode_path
 from robot.episodes.reader import CENTER_SQUARE, Episode, EpisodeReadError, read_episode
+from robot.episodes.state_machine import (
+    EVENT_CODES,
+    EVENTS,
+    STATES,
+    EpisodeEventRecord,
+    EpisodeStateMachine,
+    EpisodeTimeouts,
+    InvalidTransition,
+)
 from robot.episodes.writer import EpisodeWriter
 
 __all__ = [
     "CENTER_SQUARE",
+    "EVENTS",
+    "EVENT_CODES",
     "FORMAT_VERSION",
     "GRIPPER_JOINT",
     "SOURCES",
+    "STATES",
     "TOPICS",
     "DatasetIndex",
     "Episode",
     "EpisodeEntry",
+    "EpisodeEventRecord",
     "EpisodeMetadata",
     "EpisodeReadError",
+    "EpisodeStateMachine",
+    "EpisodeTimeouts",
     "EpisodeWriter",
+    "InvalidTransition",
     "contact_sheet",
     "episode_path",
     "iter_episodes",
