@@ -225,10 +225,11 @@ def run_eval_reward(args) -> dict:
 
 def print_reward_figures(figures: dict) -> None:
     """One line per task of evaluate_reward's figures, then where the curves are."""
+    print(f"{figures['kind']} reward:")
     for task, by_task in figures["tasks"].items():
         means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in by_task.items() if k.startswith("mean_"))
         auroc = by_task.get("auroc_expert_vs_random")
-        print(f"{task} ({'seen' if by_task['seen'] else 'unseen'}): {means}; "
+        print(f"  {task} ({'seen' if by_task['seen'] else 'unseen'}): {means}; "
               f"AUROC expert vs random {'n/a' if auroc is None else f'{auroc:.2f}'}")
     print(f"reward curves: {figures['plot']}")
 
@@ -247,11 +248,12 @@ def run_demo(args) -> dict:
 
     summary = run_main_job(args.out, episodes=args.episodes, eval_episodes=args.eval_episodes, seed=args.seed,
                            preset=args.preset, codec_steps=args.codec_steps, video_steps=args.video_steps)
-    figures = summary["reward_eval"]
-    print_reward_figures(figures)
+    for figures in summary["reward_eval"].values():
+        print_reward_figures(figures)
     print(f"contact sheet: {summary['contact_sheet']}\nsummary: {Path(args.out) / 'summary.json'}")
-    return {"summary": str(Path(args.out) / "summary.json"), "plot": figures["plot"],
-            "seen": figures["seen"], "tasks": figures["tasks"]}
+    return {"summary": str(Path(args.out) / "summary.json"),
+            "reward_eval": {kind: {key: figures[key] for key in ("plot", "seen", "tasks")}
+                            for kind, figures in summary["reward_eval"].items()}}
 
 
 def run_bench_sim(args) -> dict:

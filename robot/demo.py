@@ -46,8 +46,9 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
 def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, seed: int = 0,
                  preset: str = "cpu", codec_steps: int | None = None, video_steps: int | None = None,
                  progress: bool = True) -> dict:
-    """Record, train, evaluate; returns (and writes to out/summary.json) the figures."""
+    """Record, train, evaluate both kinds of reward; returns (and writes to out/summary.json) the figures."""
     from models.evaluation import evaluate_reward
+    from models.rewards import REWARD_KINDS
     from models.train import train_codec, train_video
 
     if episodes < 2 or eval_episodes < 1:
@@ -64,7 +65,8 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
     codec = train_codec(demos, models_dir, preset, steps=codec_steps, seed=seed, progress=progress)
     video = train_video(demos, models_dir, codec["checkpoint"], preset, steps=video_steps, seed=seed,
                         progress=progress)
-    figures = evaluate_reward(video["checkpoint"], demos, out / "eval", progress=progress)
+    figures = {kind: evaluate_reward(video["checkpoint"], demos, out / "eval" / kind, kind=kind, progress=progress)
+               for kind in REWARD_KINDS}
     summary = {"demos": str(demos), "dataset": index.summary()["per_source"], "contact_sheet": str(sheet),
                "codec": codec, "video": video, "reward_eval": figures}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
