@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--codec-steps", type=int, default=None, help="default: the preset's schedule")
     demo.add_argument("--video-steps", type=int, default=None, help="default: the preset's schedule")
 
+    up = _command(commands, "up", "run a node graph of launch/graphs.yaml (as `ros2 launch` would) until Ctrl-C",
+                  run_up)
+    up.add_argument("graph", help="sim, real or record (launch/graphs.yaml)")
+    up.add_argument("--params", type=Path, default=None, help="parameter YAML (default: launch/config/GRAPH.yaml)")
+    up.add_argument("--set", dest="assignments", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                    help="override one parameter; repeatable")
+    up.add_argument("--task", default=None, help="set `task` on every node whose parameters have one")
+    up.add_argument("--without", nargs="+", default=(), metavar="NODE", help="leave these nodes out")
+    up.add_argument("--log-dir", type=Path, default=Path("out/up"), help="one log per node, and params.yaml")
+    up.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+
     bench = _group(commands, "bench", "benchmarks")
     bench_sim = _command(bench, "sim", "sim steps/s, render fps, episodes recorded per minute",
                          run_bench_sim)
@@ -254,6 +265,34 @@ def run_demo(args) -> dict:
     return {"summary": str(Path(args.out) / "summary.json"),
             "reward_eval": {kind: {key: figures[key] for key in ("plot", "seen", "tasks")}
                             for kind, figures in summary["reward_eval"].items()}}
+
+
+def run_up(args) -> dict:
+    import time
+
+    from robot.bringup import NodeCrashed, NodeProcesses, load_graph, parse_overrides
+
+    overrides = parse_overrides(args.assignments)
+    graph = load_graph(args.graph, args.params, without=tuple(args.without))
+    if args.task:
+        for node, values in graph.params.items():
+            if "task" in values:
+                overrides.setdefault(node, {}).setdefault("task", args.task)
+    graph = load_graph(args.graph, args.params, overrides, tuple(args.without))
+    print(f"graph {graph.name}: {graph.description}; logs in {args.log_dir}/")
+    deadline = time.monotonic() + args.duration if args.duration else float("inf")
+    with NodeProcesses(graph, args.log_dir) as nodes:
+        for node in graph.nodes:
+            print(f"  {node.name} (pid {nodes.processes[node.name].pid})")
+        try:
+            while time.monotonic() < deadline:
+                nodes.check()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("stopping")
+        except NodeCrashed as crash:
+            raise ValueError(str(crash)) from None
+    return {"graph": graph.name, "nodes": [node.name for node in graph.nodes], "log_dir": str(args.log_dir)}
 
 
 def run_bench_sim(args) -> dict:

@@ -43,6 +43,94 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
             record_episodes(task, source, missing, root, stop_on_success=False, progress=progress)
 
 
+GRAPH_REAL_TIME_FACTOR = 2.0  # the mirror graph runs at twice real time in the main job (sim time on /clock)
+
+
+def graph_overrides(task: str, real_time_factor: float, **by_node: dict) -> dict[str, dict]:
+    """Parameters that put the sim graph on one mirror task, at a real-time factor, episodes of the
+    task's time limit started one after another; by_node adds or replaces per node."""
+    from sim.tasks import TASKS
+
+    sim_time = {"use_sim_time": real_time_factor != 1.0}
+    overrides = {node: dict(sim_time) for node in ("sim_arm_node", "safety_gate", "camera_node", "reward_node",
+                                                    "policy_node", "reset_node", "episode_node", "recorder_node")}
+    overrides["sim_arm_node"].update(task=task, real_time_factor=real_time_factor)
+    time_limit_s = TASKS[task.partition(":")[2]].time_limit_s
+    overrides["episode_node"].update(task=task, episode_time_limit_s=time_limit_s, auto_start=True)
+    for node, values in by_node.items():
+        overrides[node].update(values)
+    return overrides
+
+
+def run_graph_episodes(task: str, count: int, log_dir: Path, *, without: tuple[str, ...] = (),
+                       real_time_factor: float = GRAPH_REAL_TIME_FACTOR, **by_node: dict) -> list:
+    """Bring the sim graph up on `task`, run `count` episodes through it, bring it down; the
+    episodes' results (drr_ros.session.EpisodeResult: success, the Reward messages)."""
+    from drr_ros.session import GraphSession, ros_context
+
+    from robot.bringup import NodeProcesses, load_graph
+
+    by_node.setdefault("episode_node", {})["num_episodes"] = count
+    overrides = graph_overrides(task, real_time_factor, **by_node)
+    graph = load_graph("sim", overrides={n: v for n, v in overrides.items() if n not in without}, without=without)
+    ros_context()
+    timeout_s = 60.0 + count * (graph.params["episode_node"]["episode_time_limit_s"] + 15.0) / real_time_factor
+    with NodeProcesses(graph, log_dir) as nodes, GraphSession(
+            reward_topic=None if "reward_node" in without else "reward_node/reward") as session:
+        return session.run_episodes(count, timeout_s=timeout_s, check=nodes.check)
+
+
+def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, progress: bool = True) -> None:
+    """Expert demonstrations of every mirror task through the graph: the scripted expert (policy_node)
+    -> safety_gate -> the mirror arm (sim_arm_node), recorded by recorder_node; only the episodes
+    missing under demos are recorded (resumable)."""
+    from sim.registry import mirror_tasks
+
+    index = DatasetIndex.scan(demos) if any(demos.rglob("*.mcap")) else None
+    for task in mirror_tasks():
+        done = len(index.select(task=task, source="expert", complete_only=True)) if index else 0
+        if done >= count:
+            continue
+        if progress:
+            print(f"recording {count - done} expert episodes of {task} through the graph", flush=True)
+        run_graph_episodes(task, count - done, log_root / f"record_{task.replace(':', '-')}",
+                           without=("reward_node",),
+                           sim_arm_node={"seed": seed + done},
+                           policy_node={"policy": "scripted"},
+                           recorder_node={"out_dir": str(demos), "source": "expert", "policy": "scripted"})
+
+
+def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, plot: Path,
+                        progress: bool = True) -> dict:
+    """The trained reward live in the graph: per mirror task, `episodes` scripted-expert and random
+    episodes, each frame scored by reward_node; their curves (PNG) and mean standardised rewards."""
+    from models.evaluation import plot_reward_curves
+    from sim.registry import mirror_tasks
+
+    curves: dict[str, dict[str, list]] = {}
+    for task in mirror_tasks():
+        for offset, policy in enumerate(("scripted", "random")):
+            if progress:
+                print(f"scoring {episodes} {policy} episodes of {task} live in the graph", flush=True)
+            results = run_graph_episodes(task, episodes, log_root / f"score_{task.replace(':', '-')}_{policy}",
+                                         sim_arm_node={"seed": seed + 3000 + 100 * offset},
+                                         policy_node={"policy": policy, "seed": seed},
+                                         reward_node={"model": str(model)},
+                                         recorder_node={"out_dir": str(log_root / "scored_episodes"),
+                                                        "source": "expert" if policy == "scripted" else "random"})
+            source = "expert" if policy == "scripted" else "random"
+            curves.setdefault(task, {})[source] = [[r.standardized for r in result.rewards] for result in results]
+    figures = {task: {f"mean_{source}": _mean(episodes) for source, episodes in by_source.items()}
+               for task, by_source in curves.items()}
+    return {"plot": str(plot_reward_curves(curves, plot)), "tasks": figures,
+            "frames_scored": sum(len(c) for by_source in curves.values() for e in by_source.values() for c in e)}
+
+
+def _mean(episodes: list[list[float]]) -> float | None:
+    values = [value for episode in episodes for value in episode]
+    return sum(values) / len(values) if values else None
+
+
 def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, seed: int = 0,
                  preset: str = "cpu", codec_steps: int | None = None, video_steps: int | None = None,
                  progress: bool = True) -> dict:

@@ -52,6 +52,12 @@ class SafetyLimits:
             raise ValueError(f"unknown safety limit(s) {unknown}; accepted: {list(_limit_names())}")
         return cls(workspace, **values)
 
+    def check_control_period(self, period_s: float) -> None:
+        """The box holds between computes only if `compute` runs at least every lookahead_s."""
+        if not (math.isfinite(period_s) and 0 < period_s <= self.lookahead_s):
+            raise ValueError(f"SafetyLimits.lookahead_s ({self.lookahead_s:g} s) must be at least the gate's "
+                             f"control period ({period_s:g} s): raise lookahead_s or the control rate")
+
 
 def _limit_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(SafetyLimits) if f.name != "workspace")
@@ -62,6 +68,7 @@ class SafetyStatus:
     estop_latched: bool = False
     estop_reason: str = ""
     watchdog_tripped: bool = True  # output forced to zero by a stale or missing command/state
+    watchdog_reason: str = "no fresh command and no fresh robot state"  # "" when not tripped
     clipped_workspace: bool = False
     clipped_speed: bool = False
     clipped_accel: bool = False
@@ -121,6 +128,9 @@ class SafetyGate:
              if s in self._commands and now - self._commands[s][1] < lim.watchdog_timeout_s), "")
         state_fresh = self._state_s is not None and now - self._state_s < lim.watchdog_timeout_s
         status.watchdog_tripped = not (status.active_source and state_fresh)
+        status.watchdog_reason = " and ".join(
+            reason for reason, stale in (("no fresh command", not status.active_source),
+                                         ("no fresh robot state", not state_fresh)) if stale)
         status.clipped_workspace = status.clipped_speed = status.clipped_accel = False
         if status.estop_latched or status.watchdog_tripped:
             # Stopping is immediate, not accel-limited; the gripper holds so nothing is dropped.

@@ -2,7 +2,8 @@
 # Installs everything the stack needs on a fresh Debian machine, idempotently:
 # system libraries (offscreen GL, libusb for RealSense), a virtual environment in
 # .venv, the pinned Python packages (MuJoCo, MetaWorld, ROS 2 wheels, ...), and the
-# ROS 2 interface package drr_interfaces built from those wheels (scripts/build_interfaces.sh).
+# ROS 2 interface package drr_interfaces built from those wheels (scripts/build_interfaces.sh), and the
+# ROS 2 nodes (ros2_ws/src/drr_ros) installed editable so their executables are in .venv/bin.
 # Re-running is cheap: each step is skipped when already done.
 set -euo pipefail
 
@@ -52,7 +53,21 @@ install_python_packages() {
     touch "$stamp"
 }
 
+install_drr_ros() {
+    # The ROS 2 nodes (ament_python) as an editable install: their executables land in .venv/bin,
+    # as `ros2 run drr_ros <node>` finds them after colcon build on a ROS machine. Re-installed when
+    # the package's metadata (entry points) changes; code changes need nothing (editable).
+    local package="$ROOT/ros2_ws/src/drr_ros"
+    local stamp="$VENV/.drr_ros-$(cat "$package/setup.py" "$package/setup.cfg" "$package/package.xml" | sha256sum | cut -c1-16)"
+    [ -f "$stamp" ] && return
+    log "installing ros2_ws/src/drr_ros (the ROS 2 nodes) into $VENV"
+    "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$package"
+    rm -f "$VENV"/.drr_ros-*
+    touch "$stamp"
+}
+
 install_system_packages
 install_python_packages
 VENV="$VENV" bash "$ROOT/scripts/build_interfaces.sh"
+install_drr_ros
 log "ready: $VENV"

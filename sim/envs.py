@@ -105,10 +105,7 @@ class MirrorEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         requested = self.command_from_action(action)
-        tcp, _ = cell.tcp_pose(self.data, self.arm)
-        applied = self.gate.step(requested, tcp, self._gate_clock + self.data.time)
-        self.controller.run(applied)
-        mujoco.mj_forward(self.model, self.data)  # kinematics of the state the image shows
+        applied = self.execute(requested)
         self._success = self.task.success(self.data)
         obs, info = self._outputs(applied, requested)
         return obs, float(self._success), self._success and self.terminate_on_success, False, info
@@ -138,6 +135,24 @@ class MirrorEnv(gym.Env):
     def camera_extrinsics(self) -> CameraExtrinsics:
         """Pose of the rendered camera's optical frame in the base frame (the calibration's)."""
         return cell.camera_extrinsics(self.model)
+
+    def execute(self, command: ArmCommand, *, gated: bool = True) -> ArmCommand:
+        """Run one control period of an end-effector command, without rendering; returns what
+        the arm executed. gated=False skips the env's own safety gate: for a caller that is
+        already behind the real gate (sim_arm_node behind the safety_gate node), where a second
+        gate would hide the first one's faults."""
+        if gated:
+            tcp, _ = cell.tcp_pose(self.data, self.arm)
+            command = self.gate.step(command, tcp, self._gate_clock + self.data.time)
+        self.controller.run(command)
+        mujoco.mj_forward(self.model, self.data)  # kinematics of the state the image shows
+        return command
+
+    def privileged_state(self) -> dict[str, np.ndarray]:
+        """info["privileged"] of the current state: what the scripted experts act on."""
+        return {"tcp_position": cell.tcp_pose(self.data, self.arm)[0],
+                "gripper_width": np.array([cell.gripper_width(self.data, self.arm)]),
+                **self.task.privileged(self.data)}
 
     def command_from_action(self, action: np.ndarray) -> ArmCommand:
         a = np.asarray(action, dtype=float).reshape(self.action_space.shape)
@@ -169,9 +184,7 @@ class MirrorEnv(gym.Env):
                                   state.ee_position, [state.gripper_width]])
         obs = {"image": self.render_camera(*self.image_size),
                "proprio": proprio.astype(np.float32)}
-        privileged = {"tcp_position": state.ee_position.copy(),
-                      "gripper_width": np.array([state.gripper_width]),
-                      **self.task.privileged(self.data)}
+        privileged = self.privileged_state()
         info = {"success": self._success, "robot_state": state, "command": applied,
                 "requested_command": requested, "privileged": privileged,
                 "calibration_id": self.calibration.calibration_id, "task": self.task.name}

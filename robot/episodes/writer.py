@@ -49,6 +49,7 @@ class EpisodeWriter:
             self._mcap = Writer(self._file, chunk_size=_NEVER_SPLIT, compression=CompressionType.ZSTD)
             self._mcap.start(profile=Profile.ROS2, library=f"drr robot.episodes; {LIBRARY_IDENTIFIER}")
             self._channels = {topic: self._register(topic, typename) for topic, typename in msgs.TOPICS.items()}
+            self._extra_types: dict[str, str] = {}  # write_message's topics
             created = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self._mcap.add_metadata("episode", metadata.to_record(created))
             self._file.flush()
@@ -94,6 +95,22 @@ class EpisodeWriter:
         self._mcap.flush()  # closes this step's chunk and flushes the file object
         self._last_stamp = stamp
         self.num_frames += 1
+
+    def write_message(self, topic: str, typename: str, definition: bytes, data: bytes, stamp_ns: int) -> None:
+        """One already CDR-serialised message of a topic outside the step's (a Reward, an episode
+        event), registered on first use with `definition` as its ros2msg schema. It reaches the
+        disk in the next step's chunk, or at finish."""
+        self._check_open()
+        if topic in msgs.TOPICS:
+            raise ValueError(f"{self.path}: {topic} is written by write_step, not write_message")
+        channel = self._channels.get(topic)
+        if channel is None:
+            schema_id = self._mcap.register_schema(typename, SchemaEncoding.ROS2, definition)
+            channel = self._channels[topic] = self._mcap.register_channel(topic, MessageEncoding.CDR, schema_id)
+            self._extra_types[topic] = typename
+        elif self._extra_types[topic] != typename:
+            raise ValueError(f"{self.path}: {topic} carries {self._extra_types[topic]}, not {typename}")
+        self._mcap.add_message(channel, log_time=int(stamp_ns), publish_time=int(stamp_ns), data=bytes(data))
 
     def _check_step(self, image: np.ndarray, state: RobotState, stamp: int) -> None:
         expected = (self.camera.height, self.camera.width, 3)

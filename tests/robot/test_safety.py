@@ -334,3 +334,27 @@ def test_property_arm_stays_safe_under_any_command_stream(start, program):
     t += TIMEOUT + 1e-9
     gate.update_state(p, t)
     assert is_zero_twist(gate.compute(t)) and gate.status.watchdog_tripped
+
+
+def test_control_period_must_fit_in_the_lookahead():
+    LIMITS.check_control_period(L)
+    LIMITS.check_control_period(L / 10)
+    for bad in (L * 1.01, 0.0, -L, math.nan):
+        with pytest.raises(ValueError, match=r"SafetyLimits\.lookahead_s .* control period"):
+            LIMITS.check_control_period(bad)
+
+
+def test_watchdog_reason_says_what_is_stale():
+    gate = SafetyGate(LIMITS)
+    assert gate.status.watchdog_reason == "no fresh command and no fresh robot state"
+    gate.compute(0.0)
+    assert gate.status.watchdog_reason == "no fresh command and no fresh robot state"
+    gate.update_state(CENTER, 0.0)
+    gate.compute(0.0)
+    assert gate.status.watchdog_reason == "no fresh command"
+    gate.submit(cmd(linear=(0.1, 0, 0)), 0.1)
+    gate.compute(0.1)
+    assert gate.status.watchdog_reason == "" and not gate.status.watchdog_tripped
+    gate.submit(cmd(linear=(0.1, 0, 0)), TIMEOUT + 0.05)
+    gate.compute(TIMEOUT + 0.05)
+    assert gate.status.watchdog_reason == "no fresh robot state"

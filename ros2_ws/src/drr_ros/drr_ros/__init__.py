@@ -1,0 +1,1 @@
+"""Thin rclpy nodes of the Diffusion Reward robot stack over robot/, sim/ and models/."""

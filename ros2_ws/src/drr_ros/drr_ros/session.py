@@ -1,0 +1,111 @@
+"""Drive a running graph from a script: start its episodes, follow their events, collect the
+rewards the reward node publishes. The main job (robot/demo.py) records demonstrations and
+scores episodes through the graph with it; a researcher can do the same from a notebook.
+
+    with GraphSession() as session:                 # rclpy context + a node of its own
+        episodes = session.run_episodes(3, timeout_s=120, check=nodes.check)
+
+The graph runs the episodes itself (episode_node with auto_start and num_episodes); this only
+presses start once and watches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import rclpy
+from drr_interfaces.msg import EpisodeEvent, Reward
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from drr_ros.episode_node import EVENTS_QOS
+from drr_ros.wiring import COMMAND_QOS
+
+FINISHED = (EpisodeEvent.ENDED, EpisodeEvent.ABORTED)
+REWARD_GRACE_S = 1.0  # after the last episode ends, for rewards still in the reward node's queue
+
+
+@dataclass
+class EpisodeResult:
+    episode_id: str
+    success: bool
+    reason: str
+    ended: bool  # False: ABORTED
+    rewards: list[Reward] = field(default_factory=list)  # in scoring order
+
+
+class GraphSession(Node):
+    NAME = "drr_session"
+
+    def __init__(self, reward_topic: str | None = "reward_node/reward") -> None:
+        super().__init__(self.NAME)
+        self.events: list[EpisodeEvent] = []
+        self.reward_runs: list[list[Reward]] = []  # one list per run of frame_index 0, 1, 2, ...
+        self.create_subscription(EpisodeEvent, "episode/events", self.events.append, EVENTS_QOS)
+        if reward_topic:
+            self.create_subscription(Reward, reward_topic, self._on_reward, COMMAND_QOS)
+        self._start = self.create_client(Trigger, "episode_node/start")
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self)
+
+    def __enter__(self) -> GraphSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._executor.shutdown()
+        self.destroy_node()
+
+    def _on_reward(self, message: Reward) -> None:
+        if message.frame_index == 0 or not self.reward_runs:  # the reward node restarts it at STARTED
+            self.reward_runs.append([])
+        self.reward_runs[-1].append(message)
+
+    def spin_for(self, seconds: float, check: Callable[[], None] = lambda: None) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._executor.spin_once(timeout_sec=0.05)
+            check()
+
+    def start(self, timeout_s: float, check: Callable[[], None] = lambda: None) -> None:
+        """Press episode_node's start, retrying while it refuses (the gate's status not seen yet)."""
+        deadline, answer = time.monotonic() + timeout_s, "no answer"
+        while time.monotonic() < deadline:
+            if self._start.service_is_ready():
+                future = self._start.call_async(Trigger.Request())
+                while not future.done() and time.monotonic() < deadline:
+                    self.spin_for(0.1, check)
+                if future.done() and future.result().success:
+                    return
+                answer = future.result().message if future.done() else "no answer"
+            self.spin_for(0.5, check)
+        raise TimeoutError(f"episode_node/start did not start an episode in {timeout_s:g} s: {answer}")
+
+    def run_episodes(self, count: int, timeout_s: float, check: Callable[[], None] = lambda: None,
+                     start_timeout_s: float = 60.0) -> list[EpisodeResult]:
+        """Start, then follow until `count` episodes have finished (ENDED or ABORTED)."""
+        first_event = len(self.events)
+        self.start(start_timeout_s, check)
+        deadline = time.monotonic() + timeout_s
+        while len(self._finished(first_event)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self._finished(first_event))} of {count} episodes finished in "
+                                   f"{timeout_s:g} s; events: {[e.event for e in self.events[first_event:]]}")
+            self.spin_for(0.2, check)
+        self.spin_for(REWARD_GRACE_S, check)
+        finished = self._finished(first_event)[:count]
+        runs = self.reward_runs[-len(finished):] if self.reward_runs else []
+        runs = [[]] * (len(finished) - len(runs)) + runs
+        return [EpisodeResult(e.episode_id, e.success, e.reason, e.event == EpisodeEvent.ENDED, rewards)
+                for e, rewards in zip(finished, runs)]
+
+    def _finished(self, first_event: int) -> list[EpisodeEvent]:
+        return [e for e in self.events[first_event:] if e.event in FINISHED and e.episode_id]
+
+
+def ros_context() -> None:
+    """rclpy.init once per process (the main job brings several graphs up in turn)."""
+    if not rclpy.ok():
+        rclpy.init(args=[])
