@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +23,10 @@ def graph_launch_description(graph: str) -> LaunchDescription:
         # ros2 launch does not pass the terminal's keys to a node: a tty node gets its own window.
         DeclareLaunchArgument("tty_prefix", default_value="xterm -e",
                               description="command that gives a terminal-reading node (teleop) a terminal"),
+        # Shared memory big enough for camera images (see fastdds.xml); a profile already set is kept.
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                               EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                   default_value=str(HERE / "fastdds.xml"))),
     ]
     for node in spec["nodes"]:
         tty = bool(node.get("tty", False))

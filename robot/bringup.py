@@ -25,6 +25,7 @@ import yaml
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 GRAPHS_FILE = LAUNCH_DIR / "graphs.yaml"
+DDS_PROFILE = LAUNCH_DIR / "fastdds.xml"  # shared memory big enough for camera images (see the file)
 STOP_TIMEOUT_S = 10.0  # after SIGINT, before SIGKILL
 
 
@@ -109,8 +110,8 @@ class NodeProcesses:
                  env: dict[str, str] | None = None) -> None:
         self.graph, self.log_dir = graph, Path(log_dir)
         self.executable_dir = executable_dir or Path(sys.executable).parent
-        self.env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get(
-            "ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"), **(env or {})}
+        self.env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_DEFAULT_PROFILES_FILE": str(DDS_PROFILE),
+                    **os.environ, **(env or {})}
         self.processes: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> NodeProcesses:

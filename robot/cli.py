@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=20, help="expert episodes per mirror task")
     demo.add_argument("--eval-episodes", type=int, default=5,
                       help="suboptimal and random episodes per mirror task to evaluate the reward on")
+    demo.add_argument("--graph-episodes", type=int, default=2,
+                      help="expert and random episodes per mirror task scored live in the graph")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="reward model sizes")
     demo.add_argument("--codec-steps", type=int, default=None, help="default: the preset's schedule")
@@ -257,14 +259,21 @@ def run_export_reward(args) -> dict:
 def run_demo(args) -> dict:
     from robot.demo import run_main_job
 
-    summary = run_main_job(args.out, episodes=args.episodes, eval_episodes=args.eval_episodes, seed=args.seed,
-                           preset=args.preset, codec_steps=args.codec_steps, video_steps=args.video_steps)
+    summary = run_main_job(args.out, episodes=args.episodes, eval_episodes=args.eval_episodes,
+                           graph_episodes=args.graph_episodes, seed=args.seed, preset=args.preset,
+                           codec_steps=args.codec_steps, video_steps=args.video_steps)
     for figures in summary["reward_eval"].values():
         print_reward_figures(figures)
+    live = summary["graph"]
+    print("live in the graph (mean standardised reward): " + "; ".join(
+        f"{task} " + ", ".join(f"{k[5:]} {v:+.2f}" for k, v in means.items() if v is not None)
+        for task, means in live["tasks"].items()))
+    print(f"live reward curves: {live['plot']}")
     print(f"contact sheet: {summary['contact_sheet']}\nsummary: {Path(args.out) / 'summary.json'}")
     return {"summary": str(Path(args.out) / "summary.json"),
             "reward_eval": {kind: {key: figures[key] for key in ("plot", "seen", "tasks")}
-                            for kind, figures in summary["reward_eval"].items()}}
+                            for kind, figures in summary["reward_eval"].items()},
+            "graph": summary["graph"]}
 
 
 def run_up(args) -> dict:

@@ -1,13 +1,16 @@
 """The README's main job on the embedded default (the MuJoCo mirror, no robot, no GPU):
 
-1. record scripted expert demonstrations of every mirror task (fixed-length episodes that
-   run on after success, as the paper's demonstrations), plus a few suboptimal and random
-   episodes to evaluate against;
+1. record scripted expert demonstrations of every mirror task through the ROS 2 graph
+   (policy_node's scripted expert -> safety_gate -> sim_arm_node, recorded by recorder_node;
+   fixed-length episodes that run on after success, as the paper's demonstrations), plus a
+   few suboptimal and random episodes to evaluate against (recorded offline, faster);
 2. train the reward's codec and video model (`cpu` preset by default) on the experts;
-3. score the held-out episodes: reward-curve PNG and the figures as JSON.
+3. score the held-out episodes offline (both reward kinds: AUROC, reward curves);
+4. bring the graph up again with the trained reward_node and run expert and random episodes
+   through it: their live reward curves (PNG) and means.
 
-Every stage resumes: recorded seeds are skipped and training continues from its
-checkpoint, so an interrupted run picks up where it stopped.
+Every stage resumes: recorded episodes are counted (graph) or their seeds skipped (offline),
+training continues from its checkpoint, so an interrupted run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -66,7 +69,9 @@ def run_graph_episodes(task: str, count: int, log_dir: Path, *, without: tuple[s
                        real_time_factor: float = GRAPH_REAL_TIME_FACTOR, **by_node: dict) -> list:
     """Bring the sim graph up on `task`, run `count` episodes through it, bring it down; the
     episodes' results (drr_ros.session.EpisodeResult: success, the Reward messages)."""
+    from drr_interfaces.srv import LabelEpisode
     from drr_ros.session import GraphSession, ros_context
+    from std_srvs.srv import Trigger
 
     from robot.bringup import NodeProcesses, load_graph
 
@@ -75,8 +80,13 @@ def run_graph_episodes(task: str, count: int, log_dir: Path, *, without: tuple[s
     graph = load_graph("sim", overrides={n: v for n, v in overrides.items() if n not in without}, without=without)
     ros_context()
     timeout_s = 60.0 + count * (graph.params["episode_node"]["episode_time_limit_s"] + 15.0) / real_time_factor
+    scoring = "reward_node" not in without
     with NodeProcesses(graph, log_dir) as nodes, GraphSession(
-            reward_topic=None if "reward_node" in without else "reward_node/reward") as session:
+            reward_topic="reward_node/reward" if scoring else None) as session:
+        services = {"episode_node/start": Trigger, "reset_node/reset": Trigger}
+        if scoring:
+            services["reward_node/label_episode"] = LabelEpisode  # offered once the model is loaded
+        session.wait_ready([node.name for node in graph.nodes], services, timeout_s=120.0, check=nodes.check)
         return session.run_episodes(count, timeout_s=timeout_s, check=nodes.check)
 
 
@@ -104,9 +114,16 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
                         progress: bool = True) -> dict:
     """The trained reward live in the graph: per mirror task, `episodes` scripted-expert and random
     episodes, each frame scored by reward_node; their curves (PNG) and mean standardised rewards."""
+    from models.checkpoint import load_checkpoint
     from models.evaluation import plot_reward_curves
     from sim.registry import mirror_tasks
 
+    done_file = plot.with_suffix(".json")
+    trained = load_checkpoint(model)  # what identifies the model, whichever run wrote the file
+    key = {"model": str(model), "step": trained.step, "data": trained.data_fingerprint, "stats": trained.stats,
+           "episodes": episodes, "seed": seed}
+    if done_file.exists() and json.loads(done_file.read_text()).get("key") == key:
+        return json.loads(done_file.read_text())["figures"]  # this model was scored already: resume
     curves: dict[str, dict[str, list]] = {}
     for task in mirror_tasks():
         for offset, policy in enumerate(("scripted", "random")):
@@ -122,8 +139,10 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
             curves.setdefault(task, {})[source] = [[r.standardized for r in result.rewards] for result in results]
     figures = {task: {f"mean_{source}": _mean(episodes) for source, episodes in by_source.items()}
                for task, by_source in curves.items()}
-    return {"plot": str(plot_reward_curves(curves, plot)), "tasks": figures,
-            "frames_scored": sum(len(c) for by_source in curves.values() for e in by_source.values() for c in e)}
+    result = {"plot": str(plot_reward_curves(curves, plot)), "tasks": figures,
+              "frames_scored": sum(len(c) for by_source in curves.values() for e in by_source.values() for c in e)}
+    done_file.write_text(json.dumps({"key": key, "figures": result, "curves": curves}, indent=1))
+    return result
 
 
 def _mean(episodes: list[list[float]]) -> float | None:
@@ -131,8 +150,8 @@ def _mean(episodes: list[list[float]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, seed: int = 0,
-                 preset: str = "cpu", codec_steps: int | None = None, video_steps: int | None = None,
+def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, graph_episodes: int = 2,
+                 seed: int = 0, preset: str = "cpu", codec_steps: int | None = None, video_steps: int | None = None,
                  progress: bool = True) -> dict:
     """Record, train, evaluate both kinds of reward; returns (and writes to out/summary.json) the figures."""
     from models.evaluation import evaluate_reward
@@ -143,10 +162,11 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
         raise ValueError(f"--episodes must be >= 2 (some are held out) and --eval-episodes >= 1, "
                          f"got {episodes} and {eval_episodes}")
     out = Path(out)
-    demos, models_dir = out / "demos", out / "reward_model"
-    for source, count in (("expert", episodes), ("suboptimal", eval_episodes), ("random", eval_episodes)):
+    demos, models_dir, graph_logs = out / "demos", out / "reward_model", out / "graph"
+    record_through_graph(demos, episodes, seed, graph_logs, progress)
+    for source in ("suboptimal", "random"):  # scored offline by evaluate_reward below
         first = seed + SOURCE_SEED_OFFSETS[source]
-        record_missing(demos, source, range(first, first + count), progress)
+        record_missing(demos, source, range(first, first + eval_episodes), progress)
     index = DatasetIndex.scan(demos)
     sheet = contact_sheet(index.select(source="expert", complete_only=True), out / "contact_sheet.png")
 
@@ -155,7 +175,9 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
                         progress=progress)
     figures = {kind: evaluate_reward(video["checkpoint"], demos, out / "eval" / kind, kind=kind, progress=progress)
                for kind in REWARD_KINDS}
+    live = score_through_graph(Path(video["checkpoint"]), graph_episodes, seed, graph_logs,
+                               out / "graph" / "reward_curves.png", progress)
     summary = {"demos": str(demos), "dataset": index.summary()["per_source"], "contact_sheet": str(sheet),
-               "codec": codec, "video": video, "reward_eval": figures}
+               "codec": codec, "video": video, "reward_eval": figures, "graph": live}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -121,9 +121,11 @@ class EpisodeStateMachine:
             self.success = True
         elif event == "e_stop":
             self.e_stop_reason = self.e_stop_reason or reason or "e_stop"  # the first cause stays
-        self.state, self._entered_s = next_state, self._clock()
+        now = self._clock()
+        if next_state != self.state:  # marking success keeps the episode's clock running
+            self.state, self._entered_s = next_state, now
         record = EpisodeEventRecord(published, event, next_state, self.episode_index, self.episode_id, self.task,
-                                    reason or default_reason, self.success, self._entered_s)
+                                    reason or default_reason, self.success, now)
         if next_state == "idle":
             self.episode_id, self.task, self.success = "", "", False
         return record

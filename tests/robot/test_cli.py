@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robot.episodes import EpisodeReadError, read_episode
+from robot.episodes import DatasetIndex, EpisodeReadError, read_episode
 
 DRR = [sys.executable, "-m", "robot.cli"]
 
@@ -81,7 +81,8 @@ def test_corrupt_episode_is_reported_and_kept(tmp_path):
 
 
 def test_demo_records_trains_evaluates_and_resumes(tmp_path):
-    fast = ("--preset", "tiny", "--codec-steps", "4", "--video-steps", "4", "--eval-episodes", "1")
+    fast = ("--preset", "tiny", "--codec-steps", "4", "--video-steps", "4", "--eval-episodes", "1",
+            "--graph-episodes", "1")
     first, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
     summary = json.loads(Path(first["summary"]).read_text())
     assert set(first["reward_eval"]) == {"entropy", "likelihood"}
@@ -94,6 +95,11 @@ def test_demo_records_trains_evaluates_and_resumes(tmp_path):
     assert summary["dataset"]["expert"]["success_rate"] == 1.0
     assert summary["codec"]["steps"] == summary["video"]["steps"] == 4
     assert Path(summary["contact_sheet"]).is_file()
+    # Experts were recorded through the ROS 2 graph, and the trained reward scored episodes live in it.
+    experts = DatasetIndex.scan(Path(summary["demos"])).select(source="expert")
+    assert len(experts) == 6 and all(e.seed is None for e in experts)  # recorder_node knows no seeds
+    assert Path(first["graph"]["plot"]).is_file() and first["graph"]["frames_scored"] > 0
+    assert set(first["graph"]["tasks"]) == {"sim:reach", "sim:push", "sim:drawer-open"}
     # Re-running resumes: nothing is recorded twice and finished training is not redone.
     again, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
     resumed = json.loads(Path(again["summary"]).read_text())

@@ -126,6 +126,17 @@ def test_success_is_marked_once_per_episode():
         machine.handle("success")
 
 
+def test_marking_success_keeps_the_episode_clock():
+    """A fixed-length episode that succeeds early still ends at its time limit."""
+    machine, clock = machine_in("running")
+    deadline = machine.deadline_s
+    clock.now += 4.0
+    record = machine.handle("success")
+    assert record.time_s == clock.now and machine.deadline_s == deadline
+    clock.now = deadline
+    assert machine.tick().event == "ENDED"
+
+
 def test_reset_failure_aborts_with_the_callers_reason():
     machine, _ = machine_in("resetting")
     record = machine.handle("reset_failed", reason="reset_failed: puck out of reach")

@@ -28,8 +28,8 @@ def fake_launch(monkeypatch):
     """Minimal `launch` and `launch_ros` modules that record the actions a launch file builds."""
     modules = {
         "launch": {"LaunchDescription": _Recorded},
-        "launch.actions": {"DeclareLaunchArgument": _Recorded},
-        "launch.substitutions": {"LaunchConfiguration": _Recorded},
+        "launch.actions": {"DeclareLaunchArgument": _Recorded, "SetEnvironmentVariable": _Recorded},
+        "launch.substitutions": {"LaunchConfiguration": _Recorded, "EnvironmentVariable": _Recorded},
         "launch_ros": {},
         "launch_ros.actions": {"Node": _Recorded},
     }
@@ -46,7 +46,7 @@ def _launch(graph: str):
     spec.loader.exec_module(module)
     (actions,) = module.generate_launch_description().args
     nodes = [a for a in actions if "package" in a.kwargs]
-    arguments = {a.args[0]: a.kwargs["default_value"] for a in actions if "package" not in a.kwargs}
+    arguments = {a.args[0]: a.kwargs["default_value"] for a in actions if "default_value" in a.kwargs}
     return nodes, arguments
 
 

@@ -69,6 +69,25 @@ class GraphSession(Node):
             self._executor.spin_once(timeout_sec=0.05)
             check()
 
+    def wait_ready(self, nodes: list[str], services: dict[str, type], timeout_s: float,
+                   check: Callable[[], None] = lambda: None, settle_s: float = 1.0) -> None:
+        """Until every node is on the graph and every service is offered (a node that loads a
+        model offers its services after loading), then settle_s more for subscriptions to match:
+        nodes that follow episode events must not miss the first STARTED."""
+        clients = [self.create_client(service_type, name) for name, service_type in services.items()]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            present = {name for name, _ in self.get_node_names_and_namespaces()}
+            missing = [n for n in nodes if n not in present] + [c.srv_name for c in clients if not c.service_is_ready()]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the graph was not up after {timeout_s:g} s: waiting for {missing}")
+            self.spin_for(0.2, check)
+        for client in clients:
+            self.destroy_client(client)
+        self.spin_for(settle_s, check)
+
     def start(self, timeout_s: float, check: Callable[[], None] = lambda: None) -> None:
         """Press episode_node's start, retrying while it refuses (the gate's status not seen yet)."""
         deadline, answer = time.monotonic() + timeout_s, "no answer"
