@@ -31,9 +31,21 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
-from calibration import CalibrationError, default_calibration_path, load_calibration
+from calibration import default_calibration_path
 from drr_ros import messages
-from drr_ros.wiring import ERROR, OK, SENSOR_QOS, WARN, ConfigError, Diagnostics, Param, declare, invalid, main_of
+from drr_ros.wiring import (
+    ERROR,
+    OK,
+    SENSOR_QOS,
+    WARN,
+    ConfigError,
+    Diagnostics,
+    Param,
+    calibration_of,
+    declare,
+    invalid,
+    main_of,
+)
 from robot.cameras import (
     CameraError,
     EndOfStream,
@@ -71,10 +83,7 @@ class CameraNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            self.calibration = load_calibration(p.calibration)
-        except CalibrationError as error:
-            raise invalid("calibration", p.calibration, str(error)) from None
+        self.calibration = calibration_of(p.calibration)
         self.p, self.frame_id = p, self.calibration.camera.frame_id
         self._infos: dict[tuple[int, int], CameraInfo] = {}
         self._frames = self._errors = 0

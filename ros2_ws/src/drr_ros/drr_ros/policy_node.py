@@ -46,7 +46,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, String
 
-from calibration import CalibrationError, default_calibration_path, load_calibration
+from calibration import default_calibration_path
 from drr_ros import messages
 from drr_ros.wiring import (
     COMMAND_QOS,
@@ -57,6 +57,7 @@ from drr_ros.wiring import (
     ConfigError,
     Diagnostics,
     Param,
+    calibration_of,
     declare,
     invalid,
     main_of,
@@ -106,10 +107,7 @@ class PolicyNode(Node):
             self.crop = parse_crop(p.crop)
         except ValueError as error:
             raise invalid("crop", p.crop, str(error)) from None
-        try:
-            self.base_frame = load_calibration(p.calibration).base_frame
-        except CalibrationError as error:
-            raise invalid("calibration", p.calibration, str(error)) from None
+        self.base_frame = calibration_of(p.calibration).base_frame
         self.p = p
         self.weights = WeightSwap() if p.policy == "actor" else None
         try:

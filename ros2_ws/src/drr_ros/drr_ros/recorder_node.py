@@ -41,10 +41,22 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64
 
-from calibration import CalibrationError, default_calibration_path, load_calibration
+from calibration import default_calibration_path
 from calibration.schema import CameraIntrinsics
 from drr_ros import messages
-from drr_ros.wiring import COMMAND_QOS, ERROR, OK, SENSOR_QOS, WARN, Diagnostics, Param, declare, invalid, main_of
+from drr_ros.wiring import (
+    COMMAND_QOS,
+    ERROR,
+    OK,
+    SENSOR_QOS,
+    WARN,
+    Diagnostics,
+    Param,
+    calibration_of,
+    declare,
+    invalid,
+    main_of,
+)
 from robot.episodes import EVENT_CODES, SOURCES, EpisodeMetadata
 from robot.episodes.live import LiveRecorder, StepAssembler, ros2msg_definition
 
@@ -77,10 +89,7 @@ class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            self.calibration = load_calibration(p.calibration)
-        except CalibrationError as error:
-            raise invalid("calibration", p.calibration, str(error)) from None
+        self.calibration = calibration_of(p.calibration)
         out_dir = Path(p.out_dir).expanduser()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import SetBool
 
-from calibration import CalibrationError, default_calibration_path, load_calibration
+from calibration import default_calibration_path
 from drr_ros import messages
 from drr_ros.wiring import (
     COMMAND_QOS,
@@ -53,8 +53,8 @@ from drr_ros.wiring import (
     ConfigError,
     Diagnostics,
     Param,
+    calibration_of,
     declare,
-    invalid,
     main_of,
 )
 from robot.safety import SafetyGate, SafetyLimits
@@ -82,10 +82,7 @@ class SafetyGateNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            calibration = load_calibration(p.calibration)
-        except CalibrationError as error:
-            raise invalid("calibration", p.calibration, str(error)) from None
+        calibration = calibration_of(p.calibration)
         limits = {name: getattr(p, name) for name in _DEFAULTS}
         try:
             limits = SafetyLimits.from_dict(calibration.workspace, limits)

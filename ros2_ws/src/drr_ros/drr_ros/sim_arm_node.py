@@ -58,9 +58,21 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
-from calibration import CalibrationError, default_calibration_path, load_calibration
+from calibration import default_calibration_path
 from drr_ros import messages
-from drr_ros.wiring import CLOCK_QOS, COMMAND_QOS, OK, SENSOR_QOS, WARN, Diagnostics, Param, declare, invalid, main_of
+from drr_ros.wiring import (
+    CLOCK_QOS,
+    COMMAND_QOS,
+    OK,
+    SENSOR_QOS,
+    WARN,
+    Diagnostics,
+    Param,
+    calibration_of,
+    declare,
+    invalid,
+    main_of,
+)
 from robot.policy_runtime import privileged_message
 from robot.types import ArmCommand
 from sim import cell
@@ -96,10 +108,7 @@ class SimArmNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            calibration = load_calibration(p.calibration)
-        except CalibrationError as error:
-            raise invalid("calibration", p.calibration, str(error)) from None
+        calibration = calibration_of(p.calibration)
         if (p.image_width == 0) != (p.image_height == 0):
             raise invalid("image_width", p.image_width, f"set both image_width and image_height, or neither "
                           f"(image_height = {p.image_height})")

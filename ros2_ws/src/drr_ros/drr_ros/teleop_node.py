@@ -33,9 +33,20 @@ from rclpy.node import Node
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
-from calibration import CalibrationError, default_calibration_path, load_calibration
+from calibration import default_calibration_path
 from drr_ros import messages
-from drr_ros.wiring import COMMAND_QOS, OK, WARN, ConfigError, Diagnostics, Param, declare, invalid, main_of
+from drr_ros.wiring import (
+    COMMAND_QOS,
+    OK,
+    WARN,
+    ConfigError,
+    Diagnostics,
+    Param,
+    calibration_of,
+    declare,
+    invalid,
+    main_of,
+)
 from robot.teleop import (
     GAMEPAD,
     SPACEMOUSE,
@@ -74,10 +85,7 @@ class TeleopNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            self.base_frame = load_calibration(p.calibration).base_frame
-        except CalibrationError as error:
-            raise invalid("calibration", p.calibration, str(error)) from None
+        self.base_frame = calibration_of(p.calibration).base_frame
         config = {f.name: getattr(p, f.name) for f in dataclasses.fields(TeleopConfig) if hasattr(p, f.name)}
         try:
             self.teleop = Teleop(dataclasses.replace(_DEFAULTS, **config))

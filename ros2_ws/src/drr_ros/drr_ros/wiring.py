@@ -22,6 +22,8 @@ from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedE
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
+from calibration import CalibrationError, CellCalibration, load_calibration
+
 # Sensor streams (images, joint states, poses): best effort, keep last; a late sample is worth nothing.
 SENSOR_QOS = qos_profile_sensor_data
 # Commands, rewards, events: every message arrives.
@@ -41,6 +43,14 @@ class ConfigError(Exception):
 
 def invalid(name: str, value: Any, accepted: str) -> ConfigError:
     return ConfigError(f"parameter {name} = {value!r} is invalid: {accepted}")
+
+
+def calibration_of(path: str) -> CellCalibration:
+    """The cell calibration a node's `calibration` parameter names; ConfigError if unusable."""
+    try:
+        return load_calibration(path)
+    except CalibrationError as error:
+        raise invalid("calibration", path, str(error)) from None
 
 
 @dataclass(frozen=True)
