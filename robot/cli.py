@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     experts.add_argument("--mirror-seeds", type=int, default=50)
     experts.add_argument("--metaworld-seeds", type=int, default=20)
     experts.add_argument("--suite", choices=("sim", "metaworld", "all"), default="all")
+    bench_ros = _command(bench, "ros", "image transport over DDS, camera-to-command latency, live reward rate",
+                         run_bench_ros)
+    bench_ros.add_argument("--out", type=Path, default=Path("out/bench"))
+    bench_ros.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    bench_ros.add_argument("--model", type=Path, default=Path("out/demo/reward_model/video.ckpt"),
+                           help="trained cpu video.ckpt for the streaming reward (missing: that row is skipped)")
     return parser
 
 
@@ -321,6 +327,12 @@ def run_bench_experts(args) -> dict:
 
     suites = ("sim", "metaworld") if args.suite == "all" else (args.suite,)
     return run_experts_benchmark(args.out, args.mirror_seeds, args.metaworld_seeds, suites)
+
+
+def run_bench_ros(args) -> dict:
+    from bench.ros import run_ros_benchmark
+
+    return run_ros_benchmark(args.out, args.seconds, args.model)
 
 
 def _training_arguments(parser: argparse.ArgumentParser, checkpoint: str) -> None:
