@@ -43,10 +43,10 @@ class GraphSession(Node):
     def __init__(self, reward_topic: str | None = "reward_node/reward") -> None:
         super().__init__(self.NAME)
         self.events: list[EpisodeEvent] = []
-        self.reward_runs: list[list[Reward]] = []  # one list per run of frame_index 0, 1, 2, ...
+        self.rewards: list[Reward] = []
         self.create_subscription(EpisodeEvent, "episode/events", self.events.append, EVENTS_QOS)
         if reward_topic:
-            self.create_subscription(Reward, reward_topic, self._on_reward, COMMAND_QOS)
+            self.create_subscription(Reward, reward_topic, self.rewards.append, COMMAND_QOS)
         self._start = self.create_client(Trigger, "episode_node/start")
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self)
@@ -57,11 +57,6 @@ class GraphSession(Node):
     def __exit__(self, *exc: object) -> None:
         self._executor.shutdown()
         self.destroy_node()
-
-    def _on_reward(self, message: Reward) -> None:
-        if message.frame_index == 0 or not self.reward_runs:  # the reward node restarts it at STARTED
-            self.reward_runs.append([])
-        self.reward_runs[-1].append(message)
 
     def spin_for(self, seconds: float, check: Callable[[], None] = lambda: None) -> None:
         deadline = time.monotonic() + seconds
@@ -115,13 +110,21 @@ class GraphSession(Node):
             self.spin_for(0.2, check)
         self.spin_for(REWARD_GRACE_S, check)
         finished = self._finished(first_event)[:count]
-        runs = self.reward_runs[-len(finished):] if self.reward_runs else []
-        runs = [[]] * (len(finished) - len(runs)) + runs
-        return [EpisodeResult(e.episode_id, e.success, e.reason, e.event == EpisodeEvent.ENDED, rewards)
-                for e, rewards in zip(finished, runs)]
+        started = {e.episode_id: _ns(e.header.stamp) for e in self.events[first_event:]
+                   if e.event == EpisodeEvent.STARTED}
+        # The reward node scores every frame, also while the cell resets: an episode's rewards are
+        # those of the frames stamped between its STARTED and its end (both on the graph's clock).
+        return [EpisodeResult(e.episode_id, e.success, e.reason, e.event == EpisodeEvent.ENDED,
+                              [r for r in self.rewards if started.get(e.episode_id, 0) <= _ns(r.header.stamp)
+                               <= _ns(e.header.stamp)])
+                for e in finished]
 
     def _finished(self, first_event: int) -> list[EpisodeEvent]:
         return [e for e in self.events[first_event:] if e.event in FINISHED and e.episode_id]
+
+
+def _ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def ros_context() -> None:
