@@ -58,12 +58,12 @@ from drr_ros.wiring import (
     Diagnostics,
     Param,
     calibration_of,
+    crop_of,
     declare,
-    invalid,
     main_of,
 )
 from robot.cameras import ImageError, check_image
-from robot.cameras.crop import CROP_HELP, crop_and_resize, parse_crop
+from robot.cameras.crop import CROP_HELP, crop_and_resize
 from robot.episode_follower import EpisodeFollower
 from robot.policy_runtime import (
     POLICY_KINDS,
@@ -103,10 +103,7 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            self.crop = parse_crop(p.crop)
-        except ValueError as error:
-            raise invalid("crop", p.crop, str(error)) from None
+        self.crop = crop_of(p.crop)
         self.base_frame = calibration_of(p.calibration).base_frame
         self.p = p
         self.weights = WeightSwap() if p.policy == "actor" else None

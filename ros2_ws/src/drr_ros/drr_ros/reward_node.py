@@ -41,11 +41,23 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from drr_ros import messages
-from drr_ros.wiring import COMMAND_QOS, OK, SENSOR_QOS, WARN, ConfigError, Diagnostics, Param, declare, invalid, main_of
+from drr_ros.wiring import (
+    COMMAND_QOS,
+    OK,
+    SENSOR_QOS,
+    WARN,
+    ConfigError,
+    Diagnostics,
+    Param,
+    crop_of,
+    declare,
+    invalid,
+    main_of,
+)
 from models.reward_model import DiffusionReward
 from models.rewards import REWARD_KINDS
 from robot.cameras import ImageError, check_image
-from robot.cameras.crop import CROP_HELP, check_crop, crop_and_resize, parse_crop
+from robot.cameras.crop import CROP_HELP, check_crop, crop_and_resize
 from robot.episode_follower import EpisodeFollower
 from robot.episodes import read_episode
 from robot.frame_queue import DropOldestQueue, QueueClosed
@@ -79,10 +91,7 @@ class RewardNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        try:
-            self.crop = parse_crop(p.crop)
-        except ValueError as error:
-            raise invalid("crop", p.crop, str(error)) from None
+        self.crop = crop_of(p.crop)
         if (p.image_width == 0) != (p.image_height == 0):
             raise invalid("image_width", p.image_width, f"set both image_width and image_height, or neither "
                           f"(image_height = {p.image_height})")

@@ -53,6 +53,16 @@ def calibration_of(path: str) -> CellCalibration:
         raise invalid("calibration", path, str(error)) from None
 
 
+def crop_of(value: str):
+    """The model-input crop a node's `crop` parameter names (robot.cameras.crop); ConfigError if unusable."""
+    from robot.cameras.crop import parse_crop
+
+    try:
+        return parse_crop(value)
+    except ValueError as error:
+        raise invalid("crop", value, str(error)) from None
+
+
 @dataclass(frozen=True)
 class Param:
     """A parameter: its default fixes its type; bounds are inclusive (ge, le) or strict (gt)."""
