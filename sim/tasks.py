@@ -32,10 +32,10 @@ class Box:
 class Task:
     """One task on one compiled scene. Subclasses bind names to ids in `__init__`.
 
-    Time limits (seconds; 15, 60 and 50 control steps at the default 10 Hz) are 1.07-2x
-    the scripted expert's
-    longest episode over 200 seeds, so the expert always succeeds and the suboptimal
-    expert (25% random actions) sometimes runs out of time.
+    Time limits (seconds; 20, 60 and 50 control steps at the default 10 Hz) are 1.2-1.9x the
+    scripted expert's longest episode over 200 seeds, so the expert always succeeds, also
+    through the ROS 2 graph, whose camera-to-command latency costs it one or two control
+    periods, and the suboptimal expert (25% random actions) sometimes runs out of time.
     """
 
     name: str
@@ -62,7 +62,7 @@ class Task:
 
 
 class ReachTask(Task):
-    name, scene, time_limit_s = "reach", "reach.xml", 1.5
+    name, scene, time_limit_s = "reach", "reach.xml", 2.0
     goal_box = Box((0.35, -0.25, 0.05), (0.70, 0.25, 0.35))
 
     def __init__(self, model: mujoco.MjModel):
