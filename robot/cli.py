@@ -271,10 +271,11 @@ def run_demo(args) -> dict:
     for figures in summary["reward_eval"].values():
         print_reward_figures(figures)
     live = summary["graph"]
-    print("live in the graph (mean standardised reward): " + "; ".join(
+    print(f"live in the graph ({live['kind']} reward, mean standardised): " + "; ".join(
         f"{task} " + ", ".join(f"{k[5:]} {v:+.2f}" for k, v in means.items() if v is not None)
         for task, means in live["tasks"].items()))
     print(f"live reward curves: {live['plot']}")
+    print("minutes per stage: " + ", ".join(f"{stage} {s / 60:.1f}" for stage, s in summary["stage_seconds"].items()))
     print(f"contact sheet: {summary['contact_sheet']}\nsummary: {Path(args.out) / 'summary.json'}")
     return {"summary": str(Path(args.out) / "summary.json"),
             "reward_eval": {kind: {key: figures[key] for key in ("plot", "seen", "tasks")}
