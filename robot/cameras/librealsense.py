@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import math
+import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -15,6 +19,7 @@ COLOR_FORMATS = ("rgb8", "bgr8", "rgba8", "bgra8")
 
 
 def require_pyrealsense2() -> ModuleType:
+    load_ros2_fastdds_first()
     try:
         import pyrealsense2 as rs
     except ImportError as exc:  # also a missing libusb: the module loads it at import
@@ -22,6 +27,25 @@ def require_pyrealsense2() -> ModuleType:
                           f"(on Debian it also needs apt-get install libusb-1.0-0); import failed: {exc}"
                           ) from exc
     return rs
+
+
+def load_ros2_fastdds_first() -> None:
+    """Load ROS 2's Fast DDS, where it is installed, before pyrealsense2 (the one runtime patch of a
+    third-party package here, and why). pyrealsense2 >= 2.56 embeds a Fast DDS 2 for its DDS
+    cameras and exports that copy's singletons (eprosima::SystemInfo::instance()::singleton, ...)
+    as process-unique symbols, which the dynamic linker binds to the first library that defines
+    them. Loaded first, pyrealsense2 owned them, ROS 2's Fast DDS 3 built its larger objects in
+    pyrealsense2's storage, and the process crashed at exit (a test session that read a RealSense
+    recording before starting rclpy: exit code 139). Loaded second, it leaves them to Fast DDS 3 and
+    never touches them as long as librealsense's own DDS support stays off (its default)."""
+    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
+    folders = [os.path.join(prefix, "lib") for prefix in prefixes if prefix]
+    folders += os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    for folder in filter(None, folders):
+        found = sorted(glob.glob(os.path.join(folder, "libfastdds.so*")))
+        if found:
+            ctypes.CDLL(found[0])  # already loaded (rclpy started first): nothing happens
+            return
 
 
 def ms_to_ns(milliseconds: float) -> int:

@@ -99,3 +99,14 @@ def test_bad_parameters_exit_non_zero_with_a_clear_message_and_no_traceback(para
     log = result.stdout + result.stderr
     assert result.returncode == 2, log
     assert message in log and "Traceback" not in log, log
+
+
+def test_a_process_that_opens_librealsense_before_rclpy_exits_cleanly():
+    # pyrealsense2 embeds a Fast DDS of its own; imported bare before rclpy starts, the two collide
+    # and the process crashes at exit (139). robot/cameras/librealsense.py orders the loading.
+    pytest.importorskip("pyrealsense2")
+    code = ("from robot.cameras.librealsense import require_pyrealsense2\nrequire_pyrealsense2()\n"
+            "import rclpy\nrclpy.init()\nnode = rclpy.create_node('fastdds_order_probe')\n"
+            "node.destroy_node()\nrclpy.shutdown()\nprint('clean')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "clean"), result.stderr[-2000:]
