@@ -83,9 +83,13 @@ class Actor(Protocol):
     """What models.rl's actor offers policy_node: a deterministic action for one observation.
 
     image: uint8 (S, S, 3) RGB, the camera's crop at the actor's input size; proprio: float32
-    (18,) as `proprio_vector` builds it. Returns the normalised action (vx, vy, vz, gripper)."""
+    (18,) as `proprio_vector` builds it. Returns the normalised action (vx, vy, vz, gripper).
+    An actor that keeps state across steps (DrQ-v2 stacks its last frames) clears it in `reset`,
+    called at every episode start."""
 
     def act(self, image: np.ndarray, proprio: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
 
 
 class ActorLoadError(Exception):
@@ -125,7 +129,8 @@ class ActorPolicy:
         self.actor = actor
 
     def reset(self, seed: int | None = None) -> None:
-        pass
+        if self.actor is not None:
+            self.actor.reset()  # a new episode must not see the last one's frames
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         if self.actor is None:

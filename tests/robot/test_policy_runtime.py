@@ -28,7 +28,10 @@ class StubActor:
     """Acts with its own version number as vx; optionally offers newer weights in the middle of act()."""
 
     def __init__(self, version, during_act=None):
-        self.version, self.during_act = version, during_act
+        self.version, self.during_act, self.resets = version, during_act, 0
+
+    def reset(self):
+        self.resets += 1
 
     def act(self, image, proprio):
         first = self.version
@@ -110,13 +113,20 @@ def test_command_from_action_scales_like_the_mirror_env():
 def test_a_missing_actor_checkpoint_or_loader_is_a_clear_error(tmp_path):
     with pytest.raises(ActorLoadError, match="actor checkpoint .*missing.ckpt not found"):
         load_actor(tmp_path / "missing.ckpt")
-    present = tmp_path / "actor.ckpt"
-    present.write_bytes(b"weights")
-    try:
-        import models.rl  # noqa: F401
-    except ImportError:
-        with pytest.raises(ActorLoadError, match="models.rl.load_actor.* is not available"):
-            load_actor(present)
+    garbage = tmp_path / "actor.ckpt"
+    garbage.write_bytes(b"weights")
+    with pytest.raises(ActorLoadError, match="cannot load actor checkpoint .*actor.ckpt"):
+        load_actor(garbage)
+
+
+def test_an_actor_starts_every_episode_afresh():
+    actor = StubActor(1)
+    runner = PolicyRunner(ActorPolicy(actor), max_linear_speed=1.0)
+    for episode in (1, 2):
+        runner.start(episode=episode)
+        runner.step(IMAGE)
+        runner.stop()
+    assert actor.resets == 2  # a frame-stacking actor never sees the last episode's frames
 
 
 def test_weights_messages():
