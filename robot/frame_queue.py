@@ -57,6 +57,18 @@ class DropOldestQueue(Generic[T]):
                 return self._items.popleft()
             raise QueueClosed("the queue is closed")
 
+    def get_all(self, timeout_s: float | None = None) -> list[T]:
+        """Every queued item, oldest first, once there is at least one; [] if none came within the
+        timeout. Raises QueueClosed like get(). A consumer that batches its work takes all at once."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._items or self._closed, timeout=timeout_s):
+                return []
+            if self._items:
+                items = list(self._items)
+                self._items.clear()
+                return items
+            raise QueueClosed("the queue is closed")
+
     def close(self) -> None:
         """Wake every waiting get(); items still queued can be taken, new ones are dropped."""
         with self._ready:

@@ -45,6 +45,27 @@ def tag_frame(image: np.ndarray, stamp_ns: int, frame_id: str, follower: Episode
     return TaggedFrame(image, stamp_ns, frame_id, follower.episode, follower.success)
 
 
+class StampThinning:
+    """Passes camera frames at most at `rate_hz`, by their stamps: the model learned from frames
+    recorded at the control rate (10 Hz), so a 30 Hz camera's frames would make its history span a
+    third of the time it expects. rate_hz 0 passes every frame. A frame counts as due from 90% of
+    the period on (camera stamps jitter); a stamp going backwards starts the count over."""
+
+    def __init__(self, rate_hz: float) -> None:
+        if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float)) or not 0.0 <= rate_hz < float("inf"):
+            raise ValueError(f"rate_hz must be a finite number >= 0 (0: every frame), got {rate_hz!r}")
+        self.min_gap_ns = round(0.9e9 / rate_hz) if rate_hz else 0
+        self._last_ns: int | None = None
+        self.skipped = 0
+
+    def passes(self, stamp_ns: int) -> bool:
+        if self._last_ns is not None and 0 <= stamp_ns - self._last_ns < self.min_gap_ns:
+            self.skipped += 1
+            return False
+        self._last_ns = stamp_ns
+        return True
+
+
 @dataclass(frozen=True)
 class ScoredFrame:
     """drr_interfaces/Reward's fields."""
@@ -89,22 +110,40 @@ class RewardScorer:
         self._lock = threading.Lock()
 
     def score(self, frame: TaggedFrame) -> ScoredFrame:
+        return self.score_batch([frame])[0]
+
+    def score_batch(self, frames: list[TaggedFrame]) -> list[ScoredFrame]:
+        """Frames in arrival order, scored in one batched call (the rewards they would get one by
+        one): when scoring falls behind, the frames that queued up meanwhile keep their place in
+        every later frame's history instead of being dropped from it."""
         with self._lock:
-            if frame.episode != self._episode:
-                self._stream.reset()
-                self._episode, self._frame_index = frame.episode, 0
-            elif frame.stamp_ns <= self._last_stamp_ns:
-                # A restarted camera or a looping recording: the frames before are no history of this one.
-                self._stream.reset()
-                self.stamp_resets += 1
-            self._last_stamp_ns = frame.stamp_ns
-            raw, standardized = self._stream.push(frame.image, frame.stamp_ns)
-            novelty = float(self.novelty(frame.image[None])[0]) if self.novelty is not None else 0.0
-            index = self._frame_index
-            self._frame_index += 1
-        sparse = self.success_reward if frame.success else 0.0
-        return ScoredFrame(frame.stamp_ns, frame.frame_id, float(self._total(standardized, novelty, sparse)),
-                           standardized, raw, novelty, sparse, self.kind, index, frame.episode)
+            restarts, indices = [], []
+            for frame in frames:
+                restarts.append(self._restarts_history(frame))
+                indices.append(self._frame_index)
+                self._frame_index += 1
+            images = np.stack([frame.image for frame in frames])
+            raw, standardized = self._stream.push_batch(images, [frame.stamp_ns for frame in frames], restarts)
+            novelty = (np.asarray(self.novelty(images), dtype=np.float64) if self.novelty is not None
+                       else np.zeros(len(frames)))
+        scored = []
+        for frame, index, r, s, n in zip(frames, indices, raw, standardized, novelty, strict=True):
+            sparse = self.success_reward if frame.success else 0.0
+            scored.append(ScoredFrame(frame.stamp_ns, frame.frame_id, float(self._total(s, n, sparse)), float(s),
+                                      float(r), float(n), sparse, self.kind, index, frame.episode))
+        return scored
+
+    def _restarts_history(self, frame: TaggedFrame) -> bool:
+        """Whether the history starts over at this frame: the first of an episode, or a camera
+        stamp that went backwards (a restarted camera, a looping recording)."""
+        restart = frame.episode != self._episode
+        if restart:
+            self._episode, self._frame_index = frame.episode, 0
+        elif frame.stamp_ns <= self._last_stamp_ns:
+            restart = True
+            self.stamp_resets += 1
+        self._last_stamp_ns = frame.stamp_ns
+        return restart
 
     def label(self, frames: np.ndarray) -> EpisodeLabels:
         """A recorded episode's frames (F, S, S, 3) in one batch. No sparse term: which frames came

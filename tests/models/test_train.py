@@ -64,6 +64,16 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
         streamed = np.array([stream.push(frame, stamp_ns=i + 1) for i, frame in enumerate(episode.frames)])
         np.testing.assert_allclose(streamed[:, 0], labels.raw, rtol=1e-5, atol=1e-3, err_msg=kind)
         np.testing.assert_allclose(streamed[:, 1], labels.standardized, rtol=1e-5, atol=1e-4, err_msg=kind)
+        # Frames that queued up are scored in one batch, with the same rewards; a restart mid-batch
+        # starts the history over as a new stream would.
+        half = len(episode.frames) // 2
+        batch = reward.stream()
+        raw, standardized = batch.push_batch(episode.frames, list(range(1, len(episode.frames) + 1)),
+                                             restarts=[i == half for i in range(len(episode.frames))])
+        np.testing.assert_allclose(raw[:half], labels.raw[:half], rtol=1e-5, atol=1e-3, err_msg=kind)
+        np.testing.assert_allclose(raw[half:], reward.label_episode(episode.frames[half:]).raw, rtol=1e-5,
+                                   atol=1e-3, err_msg=kind)
+        np.testing.assert_allclose(standardized, reward.stats.standardize(raw), rtol=1e-6, err_msg=kind)
     with pytest.raises(ValueError, match="reward kind must be one of"):
         DiffusionReward.load(result["checkpoint"], kind="curiosity")
 

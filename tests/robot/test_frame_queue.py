@@ -35,6 +35,17 @@ def test_close_wakes_a_waiting_worker_after_it_drains_the_queue():
     assert queue.put("late") == "late" and queue.dropped == 1
 
 
+def test_get_all_takes_every_queued_item_oldest_first():
+    queue = DropOldestQueue(3)
+    assert queue.get_all(timeout_s=0.01) == []
+    for i in range(4):
+        queue.put(i)
+    assert queue.get_all() == [1, 2, 3] and len(queue) == 0 and queue.dropped == 1
+    queue.close()
+    with pytest.raises(QueueClosed):
+        queue.get_all()
+
+
 def test_clear_counts_what_it_drops():
     queue = DropOldestQueue(4)
     for i in range(3):

@@ -9,17 +9,19 @@ from robot.reward_stream import RewardScorer, load_rnd_novelty, tag_frame
 
 
 class StubStream:
-    """raw = the number of frames in the episode's history so far (resets show as 1 again)."""
+    """raw = the number of frames in the episode's history so far (restarts show as 1 again)."""
 
     def __init__(self):
-        self.frames = []
+        self.frames, self.batches = [], []
 
-    def reset(self):
-        self.frames = []
-
-    def push(self, frame, stamp_ns):
-        self.frames.append(stamp_ns)
-        return float(len(self.frames)), float(len(self.frames)) / 10
+    def push_batch(self, frames, stamps_ns, restarts):
+        self.batches.append(len(frames))
+        raw = []
+        for stamp_ns, restart in zip(stamps_ns, restarts, strict=True):
+            self.frames = [] if restart else self.frames
+            self.frames.append(stamp_ns)
+            raw.append(float(len(self.frames)))
+        return np.array(raw), np.array(raw) / 10
 
 
 class StubLabels:
@@ -54,6 +56,17 @@ def test_histories_restart_at_the_first_frame_of_each_episode_even_when_frames_q
     # No novelty: total = standardized + sparse, whatever alpha is.
     assert [s.total for s in scored] == pytest.approx([0.1, 0.2, 0.1, 1.2])
     assert scored[0].stamp_ns == 1 and scored[0].frame_id == "cam" and scored[0].kind == "entropy"
+
+
+def test_frames_that_queued_up_are_scored_in_one_batch_as_they_would_be_one_by_one():
+    follower = EpisodeFollower()
+    queued = [tag_frame(FRAME, 1, "cam", follower), tag_frame(FRAME, 2, "cam", follower)]
+    follower.on_event(EVENT_CODES["STARTED"], "running")
+    queued += [tag_frame(FRAME, 3, "cam", follower), tag_frame(FRAME, 4, "cam", follower)]
+    one_by_one, batched = RewardScorer(StubReward()), RewardScorer(StubReward())
+    expected = [one_by_one.score(frame) for frame in queued]
+    assert batched.score_batch(queued) == expected
+    assert batched._stream.batches == [4]  # one call to the model for all four
 
 
 def test_a_camera_stamp_going_backwards_restarts_the_history_within_the_episode():
@@ -92,3 +105,16 @@ def test_rnd_novelty_loads_from_an_rnd_checkpoint(tmp_path):
     np.testing.assert_allclose(novelty(frames), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="frames are \\(3, 64, 64\\)"):
         load_rnd_novelty(path, 64)
+
+
+def test_a_fast_camera_is_thinned_to_the_training_rate_by_stamp():
+    from robot.reward_stream import StampThinning
+
+    thinning = StampThinning(10.0)
+    camera_30hz = [round(i * 1e9 / 30) for i in range(10)]
+    assert [t for t in camera_30hz if thinning.passes(t)] == camera_30hz[::3]
+    assert thinning.skipped == 6
+    assert thinning.passes(5) and thinning.passes(5 + 95_000_000)  # backwards restarts; 95 ms jitter is due
+    assert all(StampThinning(0).passes(t) for t in (1, 1, 2))
+    with pytest.raises(ValueError, match="rate_hz must be a finite number >= 0"):
+        StampThinning(-1.0)

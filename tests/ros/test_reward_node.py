@@ -23,6 +23,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 SIZE = (48, 64)  # (height, width) of the recorded episodes and camera frames: 4:3 like the calibration
 BIN = Path(sys.executable).parent
 REWARD, IMAGE = "reward_node/reward", "camera/camera/color/image_raw"
+FRAME_PERIOD_NS = 100_000_000  # the test camera's frames are stamped 10 Hz apart, reward_node's frame_rate
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +64,7 @@ def start_reward(nodes, probe, reward_model, **params):
 
 def frame(index: int, size=SIZE, encoding="rgb8") -> Image:
     rgb = np.random.default_rng(index).integers(0, 256, (*size, 3), dtype=np.uint8)
-    msg = image_msg(rgb, stamp(1_000_000_000 * 100 + index * 50_000_000), "camera_color_optical_frame")
+    msg = image_msg(rgb, stamp(1_000_000_000 * 100 + index * FRAME_PERIOD_NS), "camera_color_optical_frame")
     msg.encoding = encoding
     return msg
 
@@ -128,7 +129,7 @@ def test_malformed_images_are_dropped_with_a_clear_log_and_scoring_goes_on(nodes
     probe.wait_for(lambda: "image data has 9206 bytes" in nodes.log("reward_node"), 10, "the truncated frame's log")
 
     publish_until(probe, publisher, frame(4), rewards)
-    assert {1, 2, 3}.isdisjoint({(stamp_ns(r.header.stamp) - 100_000_000_000) // 50_000_000 for _, r in rewards})
+    assert {1, 2, 3}.isdisjoint({(stamp_ns(r.header.stamp) - 100_000_000_000) // FRAME_PERIOD_NS for _, r in rewards})
     probe.wait_for(lambda: diagnostics() and diagnostics()[-1]["rejected_frames"] == "3", 5, "rejected_frames 3")
     assert "dropped a camera frame" in nodes.log("reward_node")
     assert_clean_exit(nodes)
@@ -158,6 +159,29 @@ def test_the_queue_drops_the_oldest_frames_under_a_burst_and_reports_how_many(no
     # Whatever reached the node was scored or dropped; the newest survived.
     assert int(report["scored_frames"]) == len(rewards)
     assert any("dropped the" in d["_message"] and "oldest" in d["_message"] for d in diagnostics())
+    assert_clean_exit(nodes)
+
+
+def test_a_30_hz_camera_is_scored_at_the_training_rate_by_stamp(nodes, probe, reward_model):
+    rewards = probe.record(Reward, REWARD, COMMAND_QOS)
+    diagnostics = start_reward(nodes, probe, reward_model)  # frame_rate 10 Hz by default
+    publisher = probe.publisher(Image, IMAGE, SENSOR_QOS)
+    probe.wait_for(publisher.get_subscription_count, 10, "reward_node's image subscription")
+    publish_until(probe, publisher, frame(0), rewards)
+    camera_30hz = []
+    for i in range(1, 13):
+        msg = frame(i)
+        msg.header.stamp = stamp(100_000_000_000 + round(i * 1e9 / 30))
+        camera_30hz.append(msg)
+        publisher.publish(msg)
+        time.sleep(0.05)
+    due = [stamp_ns(m.header.stamp) for m in camera_30hz[2::3]]  # 100, 200, 300, 400 ms
+    probe.wait_for(lambda: all(any(stamp_ns(r.header.stamp) == t for _, r in rewards) for t in due), 15,
+                   "the rewards of the frames due at 10 Hz")
+    time.sleep(0.3)
+    scored = sorted(stamp_ns(r.header.stamp) for _, r in rewards)[1:]
+    assert scored == due
+    probe.wait_for(lambda: diagnostics() and int(diagnostics()[-1]["thinned_frames"]) == 8, 5, "thinned_frames 8")
     assert_clean_exit(nodes)
 
 
@@ -197,7 +221,7 @@ def test_episode_start_restarts_the_history_and_success_adds_the_sparse_reward(n
     events.publish(EpisodeEvent(event=EpisodeEvent.SUCCESS_MARKED, state="running", episode_index=1, success=True))
     time.sleep(0.3)
     publish_until(probe, images, frame(3), rewards)
-    by_frame = {(stamp_ns(r.header.stamp) - 100_000_000_000) // 50_000_000: r for _, r in rewards}
+    by_frame = {(stamp_ns(r.header.stamp) - 100_000_000_000) // FRAME_PERIOD_NS: r for _, r in rewards}
     assert [by_frame[i].frame_index for i in range(4)] == [0, 1, 0, 1]
     assert [by_frame[i].sparse for i in range(4)] == [0.0, 0.0, 0.0, 2.5]
     assert by_frame[3].total == pytest.approx(by_frame[3].standardized + 2.5)
