@@ -71,13 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--contact-sheet", type=Path, default=None,
                       help="PNG to write (default: ROOT/contact_sheet.png)")
 
-    train = _group(commands, "train", "reward model training on recorded episodes")
+    train = _group(commands, "train", "reward models on recorded episodes, policies in task envs")
     codec = _command(train, "codec", "train the VQGAN codec on expert episodes", run_train_codec)
     _training_arguments(codec, "codec.ckpt")
     video = _command(train, "video", "train the conditional video diffusion model on codec tokens",
                      run_train_video)
     _training_arguments(video, "video.ckpt")
     video.add_argument("--codec", required=True, type=Path, help="codec.ckpt from `drr train codec`")
+    policy = _command(train, "policy", "train (or resume) a DrQ-v2 policy in a task env on the diffusion reward",
+                      run_train_policy)
+    policy.add_argument("--env", required=True, help="a task id from `drr sim tasks`: sim:TASK or metaworld:TASK")
+    policy.add_argument("--reward", required=True, choices=("diffusion", "sparse", "rnd"),
+                        help="diffusion: the paper's (diffusion + RND novelty + success); sparse: success only; "
+                             "rnd: success + novelty")
+    policy.add_argument("--reward-model", type=Path, default=None, help="video.ckpt from `drr train video` (diffusion)")
+    policy.add_argument("--reward-kind", default="entropy", choices=("entropy", "likelihood"))
+    policy.add_argument("--alpha", type=float, default=0.95, help="weight of the RND novelty (the paper's 0.95)")
+    policy.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="DrQ-v2 sizes")
+    policy.add_argument("--frames", type=int, default=100_000, help="env frames in all, action repeats included")
+    policy.add_argument("--eval-every", type=int, default=10_000, metavar="FRAMES")
+    policy.add_argument("--eval-episodes", type=int, default=10)
+    policy.add_argument("--seed", type=int, default=0)
+    policy.add_argument("--out", required=True, type=Path, help="run folder (resumes the run it holds)")
+    policy.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
     evaluate = _group(commands, "eval", "evaluate trained models")
     eval_reward = _command(evaluate, "reward", "reward of held-out expert/suboptimal/random episodes",
@@ -229,6 +245,25 @@ def run_train_video(args) -> dict:
                       for kind, s in result["reward_stats"].items())
     print(f"video model ({args.preset}) trained to step {result['steps']} on {result['train_pairs']} frames: "
           f"{result['checkpoint']}; over the training experts: {stats}")
+    return result
+
+
+def run_train_policy(args) -> dict:
+    import torch
+
+    from models.rl.train import train_policy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train_policy(args.env, args.out, reward=args.reward, reward_model=args.reward_model,
+                          reward_kind=args.reward_kind, alpha=args.alpha, preset=args.preset, frames=args.frames,
+                          eval_every_frames=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed)
+    rate, mean_return = result["final_success_rate"], result["final_mean_return"]
+    outcome = "no evaluation yet" if rate is None else f"success {rate:.0%}, mean sparse return {mean_return:.2f}"
+    print(f"DrQ-v2 ({args.preset}) on {args.env} with the {args.reward} reward: {result['frames']} frames, "
+          f"{result['episodes']} episodes, {result['updates']} updates, {result['wall_s'] / 60:.1f} min; "
+          f"last evaluation: {outcome}")
+    print(f"actor: {result['actor_checkpoint']}; evaluations: {result['eval_csv']}, {result['eval_sheet']}")
     return result
 
 
