@@ -51,6 +51,9 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
 
 
 GRAPH_REAL_TIME_FACTOR = 2.0  # the mirror graph runs at twice real time in the main job (sim time on /clock)
+# Live scoring runs in real time: on 2 cores the cpu reward scores ~10 frames/s in batches next to
+# the graph, the camera's rate; at 2x its queue overflowed and the curves lost frames.
+SCORING_REAL_TIME_FACTOR = 1.0
 
 
 def graph_overrides(task: str, real_time_factor: float, **by_node: dict) -> dict[str, dict]:
@@ -160,7 +163,8 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
             results = run_graph_episodes(task, episodes, log_root / f"score_{task.replace(':', '-')}_{policy}",
                                          sim_arm_node={"seed": seed + 3000 + 100 * offset},
                                          policy_node={"policy": policy, "seed": seed},
-                                         reward_node={"model": str(model), "kind": kind},
+                                         real_time_factor=SCORING_REAL_TIME_FACTOR,
+                                         reward_node={"model": str(model), "kind": kind, "queue_size": 64},
                                          recorder_node={"out_dir": str(log_root / "scored_episodes"),
                                                         "source": "expert" if policy == "scripted" else "random"})
             source = "expert" if policy == "scripted" else "random"

@@ -25,7 +25,7 @@ from drr_ros.episode_node import EVENTS_QOS
 from drr_ros.wiring import COMMAND_QOS
 
 FINISHED = (EpisodeEvent.ENDED, EpisodeEvent.ABORTED)
-REWARD_GRACE_S = 1.0  # after the last episode ends, for rewards still in the reward node's queue
+REWARD_CATCH_UP_S = 60.0  # after the last episode ends, for the reward node to score the frames it holds
 
 
 @dataclass
@@ -42,6 +42,7 @@ class GraphSession(Node):
 
     def __init__(self, reward_topic: str | None = "reward_node/reward") -> None:
         super().__init__(self.NAME)
+        self.scoring = bool(reward_topic)
         self.events: list[EpisodeEvent] = []
         self.rewards: list[Reward] = []
         self.create_subscription(EpisodeEvent, "episode/events", self.events.append, EVENTS_QOS)
@@ -108,8 +109,9 @@ class GraphSession(Node):
                 raise TimeoutError(f"{len(self._finished(first_event))} of {count} episodes finished in "
                                    f"{timeout_s:g} s; events: {[e.event for e in self.events[first_event:]]}")
             self.spin_for(0.2, check)
-        self.spin_for(REWARD_GRACE_S, check)
         finished = self._finished(first_event)[:count]
+        if self.scoring:
+            self._wait_for_rewards_up_to(_ns(finished[-1].header.stamp), REWARD_CATCH_UP_S, check)
         started = {e.episode_id: _ns(e.header.stamp) for e in self.events[first_event:]
                    if e.event == EpisodeEvent.STARTED}
         # The reward node scores every frame, also while the cell resets: an episode's rewards are
@@ -118,6 +120,17 @@ class GraphSession(Node):
                               [r for r in self.rewards if started.get(e.episode_id, 0) <= _ns(r.header.stamp)
                                <= _ns(e.header.stamp)])
                 for e in finished]
+
+    def _wait_for_rewards_up_to(self, stamp_ns: int, timeout_s: float, check: Callable[[], None]) -> None:
+        """Until a reward of a frame stamped after stamp_ns arrives: the reward node scores in
+        order, so every frame before it was scored (or dropped) by then. A node that falls behind
+        holds frames for seconds; the episode's rewards are not complete before."""
+        deadline = time.monotonic() + timeout_s
+        while not any(_ns(r.header.stamp) > stamp_ns for r in self.rewards):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reward of a frame after the last episode's end in {timeout_s:g} s "
+                                   f"({len(self.rewards)} rewards so far): is reward_node scoring?")
+            self.spin_for(0.2, check)
 
     def _finished(self, first_event: int) -> list[EpisodeEvent]:
         return [e for e in self.events[first_event:] if e.event in FINISHED and e.episode_id]
