@@ -118,17 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     export_reward.add_argument("--model", required=True, type=Path, help="video.ckpt")
     export_reward.add_argument("--out", required=True, type=Path, help="folder for the .onnx files")
 
+    from robot.demo import DEMO_BUDGETS
+
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
-    demo.add_argument("--episodes", type=int, default=20, help="expert episodes per mirror task")
-    demo.add_argument("--eval-episodes", type=int, default=5,
+    demo.add_argument("--budget", default="quick", choices=sorted(DEMO_BUDGETS),
+                      help="quick: about 15 min on 2 cores; full: the cpu preset's whole schedules on 20 expert "
+                           "episodes per task (the reward figures of the docs, about 30 min); flags below override")
+    demo.add_argument("--episodes", type=int, default=None, help="expert episodes per mirror task")
+    demo.add_argument("--eval-episodes", type=int, default=None,
                       help="suboptimal and random episodes per mirror task to evaluate the reward on")
-    demo.add_argument("--graph-episodes", type=int, default=2,
+    demo.add_argument("--graph-episodes", type=int, default=None,
                       help="expert and random episodes per mirror task scored live in the graph")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="reward model sizes")
-    demo.add_argument("--codec-steps", type=int, default=None, help="default: the preset's schedule")
-    demo.add_argument("--video-steps", type=int, default=None, help="default: the preset's schedule")
+    demo.add_argument("--codec-steps", type=int, default=None, help="codec training steps")
+    demo.add_argument("--video-steps", type=int, default=None, help="video model training steps")
 
     up = _command(commands, "up", "run a node graph of launch/graphs.yaml (as `ros2 launch` would) until Ctrl-C",
                   run_up)
@@ -298,11 +303,10 @@ def run_export_reward(args) -> dict:
 
 
 def run_demo(args) -> dict:
-    from robot.demo import run_main_job
+    from robot.demo import DEMO_BUDGETS, run_main_job
 
-    summary = run_main_job(args.out, episodes=args.episodes, eval_episodes=args.eval_episodes,
-                           graph_episodes=args.graph_episodes, seed=args.seed, preset=args.preset,
-                           codec_steps=args.codec_steps, video_steps=args.video_steps)
+    chosen = {name: getattr(args, name) for name in DEMO_BUDGETS[args.budget] if getattr(args, name) is not None}
+    summary = run_main_job(args.out, seed=args.seed, preset=args.preset, **{**DEMO_BUDGETS[args.budget], **chosen})
     for figures in summary["reward_eval"].values():
         print_reward_figures(figures)
     live = summary["graph"]

@@ -50,6 +50,15 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
             record_episodes(task, source, missing, root, stop_on_success=False, progress=progress)
 
 
+# The main job's sizes. quick: what fits 15 minutes on 2 CPU cores (12 expert demonstrations per
+# task and short training: the reward separates expert from random less well); full: the cpu
+# preset's whole schedules on 20 demonstrations per task, where the reward figures of the docs
+# come from. None: the preset's schedule.
+DEMO_BUDGETS = {
+    "quick": {"episodes": 12, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 250, "video_steps": 450},
+    "full": {"episodes": 20, "eval_episodes": 5, "graph_episodes": 2, "codec_steps": None, "video_steps": None},
+}
+
 GRAPH_REAL_TIME_FACTOR = 2.0  # the mirror graph runs at twice real time in the main job (sim time on /clock)
 # Live scoring runs in real time: on 2 cores the cpu reward scores ~10 frames/s in batches next to
 # the graph, the camera's rate; at 2x its queue overflowed and the curves lost frames.
