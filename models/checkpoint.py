@@ -31,6 +31,15 @@ _MAGIC = "diffusion-reward-robot checkpoint"  # tells our files from any other t
 _PACKAGE = "diffusion-reward-robot"
 
 
+def check_config_keys(config_class: type, stored: dict[str, Any], what: str) -> None:
+    """A stored config dict must have exactly the dataclass's fields: a config from another code
+    version says which keys it lacks or has too many, instead of loading half right."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    unknown, missing = sorted(set(stored) - names), sorted(names - set(stored))
+    if unknown or missing:
+        raise ValueError(f"{what} config: unknown keys {unknown}, missing keys {missing}")
+
+
 @functools.cache
 def code_version() -> str:
     """'0.1.0+g1a2b3c4' (with '.dirty' for uncommitted changes); just the version outside git."""

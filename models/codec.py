@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoint import check_config_keys
+
 PERCEPTUAL_LOSSES = ("grad_ssim", "none")
 
 
@@ -95,10 +97,7 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
-        if unknown or missing:
-            raise ValueError(f"codec config: unknown keys {unknown}, missing keys {missing}")
+        check_config_keys(cls, d, "codec")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

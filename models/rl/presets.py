@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from models.checkpoint import check_config_keys
+
 _LINEAR = re.compile(r"linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)")
 
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -87,10 +89,7 @@ class DrQConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DrQConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
-        if unknown or missing:
-            raise ValueError(f"DrQ-v2 config: unknown keys {unknown}, missing keys {missing}")
+        check_config_keys(cls, d, "DrQ-v2")
         return cls(**d)
 
 
