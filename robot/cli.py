@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--budget", default="quick", choices=sorted(DEMO_BUDGETS),
-                      help="quick: about 15 min on 2 cores; full: the cpu preset's whole schedules on 20 expert "
-                           "episodes per task (the reward figures of the docs, about 30 min); flags below override")
+                      help="quick: about 13 min on 2 cores; full: the cpu preset's whole schedules on 20 expert "
+                           "episodes per task (the reward figures of the docs, about 25 min); flags below override")
     demo.add_argument("--episodes", type=int, default=None, help="expert episodes per mirror task")
     demo.add_argument("--eval-episodes", type=int, default=None,
                       help="suboptimal and random episodes per mirror task to evaluate the reward on")

@@ -55,7 +55,7 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
 # preset's whole schedules on 20 demonstrations per task, where the reward figures of the docs
 # come from. None: the preset's schedule.
 DEMO_BUDGETS = {
-    "quick": {"episodes": 12, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 250, "video_steps": 450},
+    "quick": {"episodes": 12, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 200, "video_steps": 700},
     "full": {"episodes": 20, "eval_episodes": 5, "graph_episodes": 2, "codec_steps": None, "video_steps": None},
 }
 
