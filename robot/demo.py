@@ -119,8 +119,7 @@ def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, pro
     rejected = demos.parent / "rejected_demos"
     for task in mirror_tasks():
         for round_number in range(max_rounds + 1):
-            _reject_failed_experts(demos, task, rejected)
-            done, failed = _graph_experts(demos, task), _graph_experts(rejected, task)
+            done, failed = _set_aside_failed_experts(demos, task, rejected), _graph_experts(rejected, task)
             if len(done) >= count:
                 break
             if round_number == max_rounds:
@@ -141,13 +140,18 @@ def _graph_experts(root: Path, task: str) -> list:
     return DatasetIndex.scan(root).select(task=task, source="expert", complete_only=False)
 
 
-def _reject_failed_experts(demos: Path, task: str, rejected: Path) -> None:
+def _set_aside_failed_experts(demos: Path, task: str, rejected: Path) -> list:
+    """Moves the task's expert episodes that did not succeed (or did not finish) to `rejected`;
+    the successful ones that stay."""
+    kept = []
     for entry in _graph_experts(demos, task):
-        if not (entry.complete and entry.success):
-            rejected.mkdir(parents=True, exist_ok=True)
-            entry.path.rename(rejected / entry.path.name)
-            print(f"{entry.path.name}: the expert did not succeed through the graph; moved to {rejected}",
-                  flush=True)
+        if entry.complete and entry.success:
+            kept.append(entry)
+            continue
+        rejected.mkdir(parents=True, exist_ok=True)
+        entry.path.rename(rejected / entry.path.name)
+        print(f"{entry.path.name}: the expert did not succeed through the graph; moved to {rejected}", flush=True)
+    return kept
 
 
 def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, plot: Path,

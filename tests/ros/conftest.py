@@ -186,3 +186,19 @@ def probe(nodes):
     running = Probe(nodes.namespace)
     yield running
     running.close()
+
+
+@pytest.fixture
+def refused_start():
+    """Starts a drr_ros executable with these parameters and checks that it refuses them: exit 2,
+    a log naming `message`, no traceback. A function (executable, params, message)."""
+    def check(executable: str, params: dict, message: str) -> None:
+        args = [str(BIN / executable), "--ros-args", "-r", "__ns:=/bad_params"]
+        for name, value in params.items():
+            args += ["-p", f"{name}:={value}"]
+        result = subprocess.run(["nice", *args], capture_output=True, text=True, timeout=60)
+        log = result.stdout + result.stderr
+        assert result.returncode == 2, log
+        assert message in log and "Traceback" not in log, log
+
+    return check

@@ -14,6 +14,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64
 
+from robot.episode_follower import EpisodeFollower, EpisodeTransition
 from robot.types import ArmCommand, RobotState
 
 
@@ -86,3 +87,14 @@ def image_of(msg: Image) -> np.ndarray:
         raise ValueError(f"expected an rgb8 image, got {msg.encoding!r}")
     rows = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
     return rows[:, :3 * msg.width].reshape(msg.height, msg.width, 3)
+
+
+def follow_event(follower: EpisodeFollower, msg, logger) -> EpisodeTransition | None:
+    """Feed a drr_interfaces/EpisodeEvent to the follower; an event of another interface version is
+    logged (throttled) and ignored: None."""
+    try:
+        return follower.on_event(msg.event, msg.state, success=msg.success, episode_id=msg.episode_id,
+                                 task=msg.task)
+    except ValueError as error:
+        logger.error(f"ignored an episode event: {error}", throttle_duration_sec=1.0)
+        return None

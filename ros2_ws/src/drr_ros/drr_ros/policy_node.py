@@ -156,11 +156,8 @@ class PolicyNode(Node):
             self.get_logger().error(f"ignored {PRIVILEGED_TOPIC}: {error}", throttle_duration_sec=1.0)
 
     def _on_event(self, msg: EpisodeEvent) -> None:
-        try:
-            change = self.follower.on_event(msg.event, msg.state, success=msg.success, episode_id=msg.episode_id,
-                                            task=msg.task)
-        except ValueError as error:
-            self.get_logger().error(f"ignored an episode event: {error}", throttle_duration_sec=1.0)
+        change = messages.follow_event(self.follower, msg, self.get_logger())
+        if change is None:
             return
         if change.started:
             self.runner.start(self.follower.episode)
