@@ -32,14 +32,14 @@ def test_playback_publishes_every_frame_with_its_stamp_camera_info_and_depth_the
     from robot.cameras import Frame, write_recording
 
     rng = np.random.default_rng(0)
-    stamps = [(1_000_000 + 50 * i) * 1_000_000 for i in range(8)]  # ms in a double: exact at this size
+    stamps = [(1_000_000 + 50 * i) * 1_000_000 for i in range(16)]  # ms in a double: exact at this size
     frames = [Frame(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), s, i + 1,
                     depth=np.full((48, 64), 500 + i, np.uint16)) for i, s in enumerate(stamps)]
     recording = write_recording(tmp_path / "camera.db3", frames, fps=10)
     images, infos = probe.record(Image, COLOR, SENSOR_QOS), probe.record(CameraInfo, INFO, SENSOR_QOS)
     depths = probe.record(Image, DEPTH, SENSOR_QOS)
-    # Paced at 2 fps (4 s), so discovery has matched the probe before most frames go out, even on a
-    # loaded 2-core CI machine where it took over 1.6 s (the whole recording at 5 fps).
+    # Paced at 2 fps (8 s), so discovery has matched the probe before most frames go out, even on a
+    # loaded 2-core CI machine where it once took over 3 s (only 2 of 8 frames at 2 fps arrived).
     nodes.start("camera_node", source="playback", path=str(recording), fps=2, depth=True)
     probe.wait_for(lambda: "end of recording" in nodes.log("camera_node"), 20, "the end of the recording")
 
