@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = _command(commands, "up", "run a node graph of launch/graphs.yaml (as `ros2 launch` would) until Ctrl-C",
                   run_up)
-    up.add_argument("graph", help="sim, real or record (launch/graphs.yaml)")
+    up.add_argument("graph", help="sim, real, record, finetune or finetune_real (launch/graphs.yaml)")
     up.add_argument("--params", type=Path, default=None, help="parameter YAML (default: launch/config/GRAPH.yaml)")
     up.add_argument("--set", dest="assignments", action="append", default=[], metavar="NODE.PARAM=VALUE",
                     help="override one parameter; repeatable")

@@ -114,12 +114,17 @@ def load_actor(path: str | Path) -> Actor:
 
 
 class ActorPolicy:
-    """A trained actor; no action until it has weights."""
+    """A trained actor; no action until it has weights. exploration_std > 0: Gaussian noise of that std
+    on each normalised action (clipped to [-1, 1]), seeded per episode, as DrQ-v2 explores while it
+    fine-tunes; 0 acts with the actor's mean action."""
 
     name = "actor"
 
-    def __init__(self, actor: Actor | None = None) -> None:
-        self.actor = actor
+    def __init__(self, actor: Actor | None = None, exploration_std: float = 0.0) -> None:
+        if not (isinstance(exploration_std, (int, float)) and math.isfinite(exploration_std) and exploration_std >= 0):
+            raise ValueError(f"exploration_std must be a finite number >= 0, got {exploration_std!r}")
+        self.actor, self.exploration_std = actor, float(exploration_std)
+        self._noise = np.random.default_rng(0)
 
     @property
     def ready(self) -> bool:
@@ -129,16 +134,21 @@ class ActorPolicy:
         self.actor = actor
 
     def reset(self, seed: int | None = None) -> None:
+        self._noise = np.random.default_rng(seed)
         if self.actor is not None:
             self.actor.reset()  # a new episode must not see the last one's frames
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         if self.actor is None:
             raise RuntimeError("the actor has no weights yet")
-        return np.asarray(self.actor.act(obs["image"], obs["proprio"]), dtype=np.float32)
+        action = np.asarray(self.actor.act(obs["image"], obs["proprio"]), dtype=np.float32)
+        if self.exploration_std:
+            action = np.clip(action + self._noise.normal(0.0, self.exploration_std, action.shape), -1.0, 1.0)
+        return action.astype(np.float32)
 
 
-def make_policy(kind: str, *, seed: int = 0, max_linear_speed: float = 0.25, actor: Actor | None = None) -> Any:
+def make_policy(kind: str, *, seed: int = 0, max_linear_speed: float = 0.25, actor: Actor | None = None,
+                exploration_std: float = 0.0) -> Any:
     if kind not in POLICY_KINDS:
         raise ValueError(f"unknown policy {kind!r}; accepted: {', '.join(POLICY_KINDS)}")
     if kind == "zero":
@@ -151,7 +161,7 @@ def make_policy(kind: str, *, seed: int = 0, max_linear_speed: float = 0.25, act
         return RandomPolicy(gym.spaces.Box(-1.0, 1.0, (ACTION_SIZE,), np.float32), seed)
     if kind == "scripted":
         return ScriptedPolicy(max_linear_speed)
-    return ActorPolicy(actor)
+    return ActorPolicy(actor, exploration_std)
 
 
 # ---------------------------------------------------------------- weights by version

@@ -58,6 +58,20 @@ def test_weights_swap_at_the_start_of_the_next_step_never_mid_step():
     assert second.linear[0] == pytest.approx(0.2) and runner.version == 2
 
 
+def test_exploration_noise_is_seeded_per_episode_and_stays_in_range():
+    def actions(episode, std):
+        runner = PolicyRunner(ActorPolicy(StubActor(5), exploration_std=std), max_linear_speed=1.0, seed=3)
+        runner.start(episode)
+        return np.array([runner.step(IMAGE).linear[0] for _ in range(20)])
+
+    np.testing.assert_allclose(actions(1, 0.0), 0.5)  # the mean action
+    np.testing.assert_array_equal(actions(1, 0.3), actions(1, 0.3))
+    assert not np.array_equal(actions(1, 0.3), actions(2, 0.3)) and np.std(actions(1, 0.3)) > 0.05
+    assert np.all(np.abs(actions(1, 5.0)) <= 1.0)
+    with pytest.raises(ValueError, match="exploration_std must be a finite number >= 0"):
+        ActorPolicy(exploration_std=-0.1)
+
+
 def test_versions_only_go_up():
     swap = WeightSwap()
     assert swap.wants(0) and swap.offer(Weights(3, "a", StubActor(3)))

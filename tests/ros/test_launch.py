@@ -61,7 +61,7 @@ def _declared_parameters(executable: str) -> set[str]:
     return {param.name for param in module.PARAMS} | {"use_sim_time"}
 
 
-@pytest.mark.parametrize("graph", ["sim", "real", "record"])
+@pytest.mark.parametrize("graph", graph_names())
 def test_launch_file_builds_its_graph_from_the_shared_description(fake_launch, graph):
     assert graph in graph_names()
     nodes, arguments = _launch(graph)
@@ -74,7 +74,7 @@ def test_launch_file_builds_its_graph_from_the_shared_description(fake_launch, g
     assert all(n.kwargs["package"] == "drr_ros" for n in nodes)
 
 
-@pytest.mark.parametrize("graph", ["sim", "real", "record"])
+@pytest.mark.parametrize("graph", graph_names())
 def test_every_executable_and_parameter_exists(graph):
     described = load_graph(graph)
     executables = _console_scripts()
@@ -99,7 +99,8 @@ def test_bringup_commands_are_what_ros2_run_would_start(tmp_path):
 
 
 def test_bad_graph_requests_say_what_is_accepted(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown graph 'moon'.*\['real', 'record', 'sim'\]"):
+    graphs = r"\['finetune', 'finetune_real', 'real', 'record', 'sim'\]"
+    with pytest.raises(ValueError, match=rf"unknown graph 'moon'.*{graphs}"):
         load_graph("moon")
     with pytest.raises(ValueError, match="cannot set parameters of 'nobody'"):
         load_graph("sim", overrides={"nobody": {"x": 1}})

@@ -4,7 +4,7 @@ from setuptools import setup
 
 PACKAGE = "drr_ros"
 NODES = ("safety_gate", "sim_arm_node", "reset_node", "camera_node", "reward_node", "policy_node",
-         "teleop_node", "episode_node", "recorder_node")
+         "teleop_node", "episode_node", "recorder_node", "learner_node")
 
 setup(
     name=PACKAGE,

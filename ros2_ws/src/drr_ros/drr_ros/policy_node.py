@@ -17,6 +17,7 @@ Policies (parameter `policy`):
   actor     a trained actor (robot.policy_runtime.load_actor -> models.rl.load_actor(path)): `actor`
             names the first checkpoint ('' = wait for one on ~/weights). A missing file or loader ends
             the node at start-up with the reason; a bad one on ~/weights is logged and skipped.
+            exploration_std > 0 adds seeded Gaussian noise to its actions (fine-tuning, launch/finetune).
 New weights arrive on ~/weights as JSON {"path": ..., "version": N}: loaded on their own thread, and
 swapped in at the start of the next step (never mid-step); a version no newer than the current is ignored.
 
@@ -30,8 +31,8 @@ Publishes (reliable):
   safety_gate/policy/twist        geometry_msgs/TwistStamped in the calibration's base frame
   safety_gate/policy/gripper      std_msgs/Float64, 0 open .. 1 closed
   /diagnostics                    step rate and latency, state, idle reason, weights version
-Parameters: policy (zero | random | scripted | actor), control_rate, seed, actor, max_linear_speed (m/s of
-  a full action), crop, image_size, calibration (base frame), finger_joints.
+Parameters: policy (zero | random | scripted | actor), control_rate, seed, actor, exploration_std,
+  max_linear_speed (m/s of a full action), crop, image_size, calibration (base frame), finger_joints.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ PARAMS = (
     Param("control_rate", 10.0, "Hz of commands (node clock)", gt=0.0, le=1000.0),
     Param("seed", 0, "random: seed + episode index seeds each episode", ge=0, le=2**31 - 1),
     Param("actor", "", "actor: the first checkpoint ('' = wait for ~/weights)"),
+    Param("exploration_std", 0.0, "actor: std of the Gaussian noise on each normalised action (0: the mean action)",
+          ge=0.0, le=1.0),
     Param("max_linear_speed", 0.25, "m/s of a full action (the mirror env's scale)", gt=0.0, le=2.0),
     Param("crop", "center", f"policy input crop: {CROP_HELP}"),
     Param("image_size", 64, "pixels (square) of the policy's image input", gt=0, le=1024),
@@ -113,8 +116,9 @@ class PolicyNode(Node):
             raise ConfigError(f"parameter actor = {p.actor!r}: {error}") from None
         if first is not None:
             self.weights.offer(Weights(0, p.actor, first))
-        self.runner = PolicyRunner(make_policy(p.policy, seed=p.seed, max_linear_speed=p.max_linear_speed),
-                                   p.max_linear_speed, needs=NEEDS.get(p.policy, ()), weights=self.weights,
+        policy = make_policy(p.policy, seed=p.seed, max_linear_speed=p.max_linear_speed,
+                             exploration_std=p.exploration_std)
+        self.runner = PolicyRunner(policy, p.max_linear_speed, needs=NEEDS.get(p.policy, ()), weights=self.weights,
                                    seed=p.seed)
         self.follower = EpisodeFollower()
         self.fingers = tuple(n.strip() for n in p.finger_joints.split(",") if n.strip())

@@ -7,23 +7,25 @@ size and the latest CameraInfo); ENDED finishes it with the episode's success fl
 `decimate`) with the joint state and end-effector pose nearest its stamp and the safety gate's
 next command (robot.episodes.live.StepAssembler), so robot.episodes.read_episode, the dataset
 index, rosbags and mcap-ros2-support read the files like the mirror's (sim/record.py). The
-Reward and EpisodeEvent messages of the episode are recorded too, as they came
-(/reward_node/reward, /episode/events). Files are written by a thread behind a bounded queue
-(robot.episodes.live.LiveRecorder): a slow disk drops steps, counted on /diagnostics, and never
-holds an episode in memory; a killed recorder leaves earlier files intact and the current one
-readable up to its last written step. It follows events from the moment it runs: an episode
-under way when it starts is not recorded.
+Reward, EpisodeEvent and SafetyStatus messages of the episode are recorded too, as they came
+(/reward_node/reward, /episode/events, /safety_gate/status: the status in force when the episode
+starts, then each change, so the learner can tell the steps teleop had control of). Files are
+written by a thread behind a bounded queue (robot.episodes.live.LiveRecorder): a slow disk drops
+steps, counted on /diagnostics, and never holds an episode in memory; a killed recorder leaves
+earlier files intact and the current one readable up to its last written step. It follows events
+from the moment it runs: an episode under way when it starts is not recorded.
 
 Subscribes:  camera/camera/color/image_raw, camera/camera/color/camera_info  (sensor QoS)
              joint_states, ee_pose                                         (sensor QoS)
              safety_gate/twist_out, safety_gate/gripper_out                (reliable)
              reward_node/reward (drr_interfaces/Reward, reliable; parameter reward_topic, "" for none)
+             safety_gate/status (drr_interfaces/SafetyStatus, transient local; parameter status_topic)
              episode/events (drr_interfaces/EpisodeEvent, reliable)
 Publishes:   /diagnostics   steps written and dropped, queue, frames without state, files, errors
 Parameters:  out_dir, source (metadata: teleop | policy | expert | ...), policy, robot, calibration
              (calibration id, base frame, camera when no CameraInfo comes), control_rate, decimate,
              max_state_offset_s, finger_joints (comma-separated: their positions sum to the gripper
-             opening), queue_size, reward_topic, max_episode_s.
+             opening), queue_size, reward_topic, status_topic, max_episode_s.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from drr_interfaces.msg import EpisodeEvent, Reward
+from drr_interfaces.msg import EpisodeEvent, Reward, SafetyStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
@@ -47,6 +49,7 @@ from drr_ros import messages
 from drr_ros.wiring import (
     COMMAND_QOS,
     ERROR,
+    LATCHED_QOS,
     OK,
     SENSOR_QOS,
     WARN,
@@ -78,6 +81,8 @@ PARAMS = (
           "opening (comma-separated; empty: none)"),
     Param("queue_size", 30, "steps waiting for the disk before new ones are dropped", ge=1, le=10000),
     Param("reward_topic", "reward_node/reward", "drr_interfaces/Reward topic to record; empty: none"),
+    Param("status_topic", "safety_gate/status", "drr_interfaces/SafetyStatus topic to record (who had control of "
+          "the arm: teleop interventions); empty: none"),
     Param("max_episode_s", 900.0, "s after which an episode with no ENDED is closed (incomplete)",
           gt=0.0, le=86400.0),
 )
@@ -101,8 +106,11 @@ class RecorderNode(Node):
                                        command_wait_s=2.5 / p.control_rate, finger_joints=fingers)
         self.recorder = LiveRecorder(out_dir, self._camera, max_queued=p.queue_size, report=self._report)
         self._definitions = {EVENTS: ros2msg_definition("drr_interfaces/msg/EpisodeEvent", _msg_text(EpisodeEvent)),
+                             p.status_topic: ros2msg_definition("drr_interfaces/msg/SafetyStatus",
+                                                                _msg_text(SafetyStatus)),
                              p.reward_topic: ros2msg_definition("drr_interfaces/msg/Reward", _msg_text(Reward))}
         self._camera_info: CameraInfo | None = None
+        self._status: SafetyStatus | None = None  # the latest: in force when an episode starts
         self._gripper = 0.0  # the gate's gripper_out stays silent until a source had control: open
         self._began_s = 0.0
         self._seen = {"dropped": 0, "errors": 0}
@@ -117,6 +125,8 @@ class RecorderNode(Node):
         self.create_subscription(EpisodeEvent, EVENTS, self._on_event, COMMAND_QOS)
         if p.reward_topic:
             self.create_subscription(Reward, p.reward_topic, self._on_reward, COMMAND_QOS)
+        if p.status_topic:
+            self.create_subscription(SafetyStatus, p.status_topic, self._on_status, LATCHED_QOS)
         self.diagnostics = Diagnostics(self, p.control_rate, self._health)
         self.create_timer(1.0 / p.control_rate, self._tick)
         self.get_logger().info(f"recording {p.source} episodes to {out_dir} at "
@@ -163,6 +173,10 @@ class RecorderNode(Node):
     def _on_reward(self, msg: Reward) -> None:
         self._record_message(self.p.reward_topic, "drr_interfaces/msg/Reward", msg)
 
+    def _on_status(self, msg: SafetyStatus) -> None:
+        self._status = msg
+        self._record_message(self.p.status_topic, "drr_interfaces/msg/SafetyStatus", msg)
+
     def _tick(self) -> None:
         start = time.perf_counter()
         self._write(self.assembler.steps(time.time()))
@@ -208,6 +222,8 @@ class RecorderNode(Node):
         self.assembler.restart()
         self.recorder.begin(metadata, msg.episode_index)
         self._began_s = time.monotonic()
+        if self._status is not None:
+            self._record_message(self.p.status_topic, "drr_interfaces/msg/SafetyStatus", self._status)
         self.get_logger().info(f"recording episode {msg.episode_index} {msg.episode_id} ({msg.task})")
 
     def _record_message(self, topic: str, typename: str, msg) -> None:
