@@ -70,7 +70,7 @@ def _check_int(name: str, value: Any, low: int) -> None:
 class PolicyView:
     """How policy_node turned the camera into the actor's input, so the buffer holds what it saw."""
 
-    crop: str = "none"  # policy_node's `crop` parameter text
+    crop: str = CENTER_SQUARE  # policy_node's `crop` parameter text (its default)
     image_size: int = 64
     max_linear_speed: float = 0.25  # m/s of a full action
     action_repeat: int = 1  # recorded frames per agent step

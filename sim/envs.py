@@ -25,6 +25,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from calibration import CameraExtrinsics, CameraIntrinsics, CellCalibration, load_calibration
+from robot.cameras.crop import check_crop, crop_and_resize, parse_crop
 from robot.safety import SafetyGate, SafetyLimits
 from robot.types import ArmCommand
 from sim.controller import ControllerConfig, DiffIKController, place_tcp
@@ -49,9 +50,15 @@ class MirrorEnv(gym.Env):
                  render_mode: str | None = None, render_size: tuple[int, int] | None = None,
                  angular: bool = False, max_linear_speed: float = 0.25,
                  max_angular_speed: float = 1.0, controller: ControllerConfig | None = None,
-                 safety: dict[str, float] | None = None, terminate_on_success: bool = True):
+                 safety: dict[str, float] | None = None, terminate_on_success: bool = True,
+                 image_crop: str | None = None):
         """image_size and render_size are (height, width); render_size defaults to the
-        calibration's full resolution. `safety` overrides SafetyLimits fields."""
+        calibration's full resolution. `safety` overrides SafetyLimits fields.
+
+        image_crop None: the observed image is the whole field of view rendered at image_size.
+        "center" (or "top,left,height,width"): the camera's full-resolution image, cropped and
+        resized to image_size exactly as the nodes and robot.episodes.read_episode do, so a policy
+        or reward model trained here sees the pixels it sees in the graph and on the robot."""
         task_cls = _task_class(task)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -61,9 +68,13 @@ class MirrorEnv(gym.Env):
         full = (self.calibration.camera.height, self.calibration.camera.width)
         self.render_size = _size(render_size or full, "render_size")
         self.render_mode = render_mode
-        largest = tuple(max(a, b) for a, b in zip(self.image_size, self.render_size))
+        self.image_crop = None if image_crop is None else parse_crop(image_crop)
+        if self.image_crop is not None:
+            check_crop(self.image_crop, *full)
+        observed = full if self.image_crop is not None else self.image_size
+        largest = tuple(max(a, b) for a, b in zip(observed, self.render_size))
         self.model = cell.load_model(task_cls.scene, self.calibration,
-                                     largest if render_mode else self.image_size)
+                                     largest if render_mode or self.image_crop is not None else self.image_size)
         self.data = mujoco.MjData(self.model)
         self.arm = cell.ArmIndex.of(self.model)
         self.task: Task = task_cls(self.model)
@@ -128,6 +139,13 @@ class MirrorEnv(gym.Env):
         """The calibrated camera at any size, uint8 (height, width, 3)."""
         return self.renderer.render(self.data, height, width)
 
+    def observed_image(self) -> np.ndarray:
+        """obs["image"]: see image_crop in __init__."""
+        if self.image_crop is None:
+            return self.render_camera(*self.image_size)
+        full = self.render_camera(self.calibration.camera.height, self.calibration.camera.width)
+        return crop_and_resize(full, self.image_crop, self.image_size)
+
     def camera_intrinsics(self, height: int, width: int) -> CameraIntrinsics:
         """Pinhole model of `render_camera(height, width)` images (for CameraInfo)."""
         return cell.intrinsics_at(self.calibration, height, width)
@@ -182,7 +200,7 @@ class MirrorEnv(gym.Env):
         state = cell.robot_state(self.data, self.arm)
         proprio = np.concatenate([state.joint_positions, state.joint_velocities,
                                   state.ee_position, [state.gripper_width]])
-        obs = {"image": self.render_camera(*self.image_size),
+        obs = {"image": self.observed_image(),
                "proprio": proprio.astype(np.float32)}
         privileged = self.privileged_state()
         info = {"success": self._success, "robot_state": state, "command": applied,

@@ -48,6 +48,7 @@ from models.rewards import RND, RNDConfig, check_reward_kind, compose_reward
 from models.rl.drqv2 import DrQActor, DrQV2Agent, FrameStack, RNDBonus, load_agent, save_actor, save_agent
 from models.rl.presets import DrQConfig
 from models.rl.replay import Episode, ReplayBuffer
+from robot.episodes.reader import CENTER_SQUARE
 
 if TYPE_CHECKING:
     from models.reward_model import DiffusionReward
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
 REWARDS = ("diffusion", "sparse", "rnd")
 PAPER_ALPHA = 0.95  # the RND weight within the diffusion reward
 IMAGE_SIZE = 64  # the paper's frames: what the reward models and the agent see
+# The mirror camera's crop they see: the centred square, as the reward models' training frames
+# (models.data) and policy_node's default `crop`, so an actor trained here runs in the graph unchanged.
+MIRROR_CROP = CENTER_SQUARE
 EVAL_SEED_OFFSET = 1_000_000  # evaluation scenes never coincide with training scenes (seed + episode index)
 EVAL_COLUMNS = ("frames", "episodes", "success_rate", "mean_return", "wall_s")
 
@@ -434,7 +438,8 @@ def train_policy(env_id: str, out_dir: str | os.PathLike, *, reward: str | Label
     labeller = make_labeller(reward, reward_model, reward_kind, alpha)
     out = check_writable_dir(out_dir)
     check_or_write_settings(out, run_settings(env_id, reward, reward_kind, alpha, preset, seed, labeller))
-    env = make_env(env_id, image_size=(IMAGE_SIZE, IMAGE_SIZE), terminate_on_success=False)
+    crop = {"image_crop": MIRROR_CROP} if env_id.startswith("sim:") else {}  # MetaWorld renders a square view
+    env = make_env(env_id, image_size=(IMAGE_SIZE, IMAGE_SIZE), terminate_on_success=False, **crop)
     try:
         agent, counters = make_agent(out, config, env, seed)
         resumed = counters.frames

@@ -79,6 +79,22 @@ def test_image_shapes_and_intrinsics(envs):
     assert small.fx == pytest.approx(full.fx * 64 / 640) and small.fy == pytest.approx(full.fy * 64 / 480)
 
 
+def test_cropped_observation_is_the_nodes_model_input():
+    """With image_crop, obs["image"] is the full camera image cropped and resized as policy_node and
+    read_episode do: what `drr train policy` trains on is what the graph feeds the actor."""
+    from robot.cameras.crop import crop_and_resize
+
+    env = make_mirror_env("reach", image_crop="center", seed=0)
+    try:
+        obs, _ = env.reset(seed=3)
+        full = env.unwrapped.render_camera(480, 640)
+        np.testing.assert_array_equal(obs["image"], crop_and_resize(full, "center", (64, 64)))
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="does not fit"):
+        make_mirror_env("reach", image_crop="0,0,500,500")
+
+
 # --- safety and control ---------------------------------------------------------------
 
 

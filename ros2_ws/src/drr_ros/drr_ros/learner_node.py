@@ -48,7 +48,7 @@ PARAMS = (
     Param("reward_kind", "entropy", "reward diffusion: entropy or likelihood", choices=("entropy", "likelihood")),
     Param("alpha", 0.95, "weight of the RND novelty (reward diffusion, rnd)", ge=0.0, le=1.0),
     Param("reward_crop", "center", "crop of the frames the reward model scores (its training crop)"),
-    Param("crop", "none", "policy_node's crop: the buffer holds the frames the actor saw"),
+    Param("crop", "center", "policy_node's crop: the buffer holds the frames the actor saw"),
     Param("image_size", 64, "policy_node's image_size", ge=15, le=1024),
     Param("max_linear_speed", 0.25, "policy_node's max_linear_speed (m/s of a full action)", gt=0.0, le=2.0),
     Param("action_repeat", 1, "recorded frames per agent step", ge=1, le=100),
