@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--seed", type=int, default=0)
     policy.add_argument("--out", required=True, type=Path, help="run folder (resumes the run it holds)")
     policy.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    policy.add_argument("--calibration", type=Path, default=None,
+                        help="cell calibration YAML the mirror renders its camera from (default: the mirror's)")
 
     evaluate = _group(commands, "eval", "evaluate trained models")
     eval_reward = _command(evaluate, "reward", "reward of held-out expert/suboptimal/random episodes",
@@ -262,7 +264,8 @@ def run_train_policy(args) -> dict:
         torch.set_num_threads(args.threads)
     result = train_policy(args.env, args.out, reward=args.reward, reward_model=args.reward_model,
                           reward_kind=args.reward_kind, alpha=args.alpha, preset=args.preset, frames=args.frames,
-                          eval_every_frames=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed)
+                          eval_every_frames=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
+                          calibration=args.calibration)
     rate, mean_return = result["final_success_rate"], result["final_mean_return"]
     outcome = "no evaluation yet" if rate is None else f"success {rate:.0%}, mean sparse return {mean_return:.2f}"
     print(f"DrQ-v2 ({args.preset}) on {args.env} with the {args.reward} reward: {result['frames']} frames, "

@@ -422,8 +422,9 @@ def train_policy(env_id: str, out_dir: str | os.PathLike, *, reward: str | Label
                  reward_model: str | os.PathLike | None = None, reward_kind: str = "entropy",
                  alpha: float = PAPER_ALPHA, preset: str = "cpu", frames: int = 100_000,
                  eval_every_frames: int = 10_000, eval_episodes: int = 10, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+                 calibration: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) DrQ-v2 in env_id until `frames` env frames; see the module docstring.
+    calibration: a cell calibration YAML the mirror renders its camera from (default: the mirror's).
 
     reward: "diffusion" (needs reward_model, a video.ckpt; reward_kind and alpha as in models.rewards),
     "sparse", "rnd", or a Labeller of your own (a task's shaped reward, to compare against). eval_episodes
@@ -438,8 +439,10 @@ def train_policy(env_id: str, out_dir: str | os.PathLike, *, reward: str | Label
     labeller = make_labeller(reward, reward_model, reward_kind, alpha)
     out = check_writable_dir(out_dir)
     check_or_write_settings(out, run_settings(env_id, reward, reward_kind, alpha, preset, seed, labeller))
-    crop = {"image_crop": MIRROR_CROP} if env_id.startswith("sim:") else {}  # MetaWorld renders a square view
-    env = make_env(env_id, image_size=(IMAGE_SIZE, IMAGE_SIZE), terminate_on_success=False, **crop)
+    view = {"image_crop": MIRROR_CROP} if env_id.startswith("sim:") else {}  # MetaWorld renders a square view
+    if calibration is not None:
+        view["calibration"] = calibration  # make_env refuses it for MetaWorld, whose camera is fixed
+    env = make_env(env_id, image_size=(IMAGE_SIZE, IMAGE_SIZE), terminate_on_success=False, **view)
     try:
         agent, counters = make_agent(out, config, env, seed)
         resumed = counters.frames
