@@ -125,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _command(commands, "demo", "the main job on the embedded default", run_demo)
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--budget", default="quick", choices=sorted(DEMO_BUDGETS),
-                      help="quick: about 13 min on 2 cores; full: the cpu preset's whole schedules on 20 expert "
-                           "episodes per task (the reward figures of the docs, about 25 min); flags below override")
-    demo.add_argument("--episodes", type=int, default=None, help="expert episodes per mirror task")
+                      help="quick: about 14 min on 2 cores; full: the cpu preset's whole schedules trained on 20 "
+                           "expert episodes per task (the reward figures of the docs, about 25 min); "
+                           "flags below override")
+    demo.add_argument("--episodes", type=int, default=None, help="expert episodes per mirror task trained on")
     demo.add_argument("--eval-episodes", type=int, default=None,
-                      help="suboptimal and random episodes per mirror task to evaluate the reward on")
+                      help="held-out episodes per mirror task of each source (expert, suboptimal, "
+                           "random) to evaluate the reward on")
     demo.add_argument("--graph-episodes", type=int, default=None,
                       help="expert and random episodes per mirror task scored live in the graph")
     demo.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,8 @@
 1. record scripted expert demonstrations of every mirror task through the ROS 2 graph
    (policy_node's scripted expert -> safety_gate -> sim_arm_node, recorded by recorder_node;
    fixed-length episodes that run on after success, as the paper's demonstrations; one the
-   expert fails is set aside in rejected_demos/ and recorded again), plus a few suboptimal
+   expert fails is set aside in rejected_demos/ and recorded again), as many as the train
+   split needs to hold `episodes` per task with some held out, plus a few suboptimal
    and random episodes to evaluate against (recorded offline, faster);
 2. train the reward's codec and video model (`cpu` preset by default) on the experts;
 3. score the held-out episodes offline (both reward kinds: AUROC, reward curves);
@@ -50,12 +51,13 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
             record_episodes(task, source, missing, root, stop_on_success=False, progress=progress)
 
 
-# The main job's sizes. quick: what fits 15 minutes on 2 CPU cores (12 expert demonstrations per
-# task and short training: the reward separates expert from random less well); full: the cpu
-# preset's whole schedules on 20 demonstrations per task, where the reward figures of the docs
-# come from. None: the preset's schedule.
+# The main job's sizes. episodes: expert demonstrations per task trained on; eval_episodes: held-out
+# episodes per task of each source (experts on top of the trained ones, suboptimal, random).
+# quick: what fits 15 minutes on 2 CPU cores (10 demonstrations per task and short training: the
+# reward separates expert from random less well); full: the cpu preset's whole schedules on 20
+# demonstrations per task, where the reward figures of the docs come from. None: the preset's schedule.
 DEMO_BUDGETS = {
-    "quick": {"episodes": 12, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 200, "video_steps": 700},
+    "quick": {"episodes": 10, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 200, "video_steps": 700},
     "full": {"episodes": 20, "eval_episodes": 5, "graph_episodes": 2, "codec_steps": None, "video_steps": None},
 }
 
@@ -107,7 +109,7 @@ def run_graph_episodes(task: str, count: int, log_dir: Path, *, without: tuple[s
 
 
 def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, progress: bool = True,
-                         max_rounds: int = 3) -> None:
+                         max_rounds: int = 3, tasks: tuple[str, ...] | None = None) -> None:
     """`count` successful expert demonstrations of every mirror task through the graph: the scripted
     expert (policy_node) -> safety_gate -> the mirror arm (sim_arm_node), recorded by recorder_node.
     Only the missing ones are recorded (resumable). The graph's camera-to-command latency makes the
@@ -117,7 +119,7 @@ def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, pro
     from sim.registry import mirror_tasks
 
     rejected = demos.parent / "rejected_demos"
-    for task in mirror_tasks():
+    for task in tasks or mirror_tasks():
         for round_number in range(max_rounds + 1):
             done, failed = _set_aside_failed_experts(demos, task, rejected), _graph_experts(rejected, task)
             if len(done) >= count:
@@ -132,6 +134,28 @@ def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, pro
                                sim_arm_node={"seed": seed + len(done) + len(failed)},  # a new scene each time
                                policy_node={"policy": "scripted"},
                                recorder_node={"out_dir": str(demos), "source": "expert", "policy": "scripted"})
+
+
+def record_demonstrations(demos: Path, train: int, held_out: int, seed: int, log_root: Path,
+                          progress: bool = True, max_top_ups: int = 10) -> None:
+    """Expert demonstrations of every mirror task through the graph until the dataset's split (the
+    one training reads, models.data.select_episodes) puts at least `train` of each task on its
+    train side: train + held_out first, then as many more as the train side lacks. The split is a
+    hash of each episode's id, so the held-out count varies around held_out (at least one)."""
+    from models.data import select_episodes
+    from sim.registry import mirror_tasks
+
+    for task in mirror_tasks():
+        count = train + held_out
+        for _ in range(max_top_ups + 1):
+            record_through_graph(demos, count, seed, log_root, progress, tasks=(task,))
+            trained = len(select_episodes(demos, tasks=[task], split="train"))
+            if trained >= train:
+                break
+            count += train - trained
+        else:
+            raise RuntimeError(f"{task}: the split still trains on {trained} of {count} expert episodes "
+                               f"after {max_top_ups} top-ups, fewer than the {train} asked for")
 
 
 def _graph_experts(root: Path, task: str) -> list:
@@ -210,7 +234,7 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
     demos, models_dir, graph_logs = out / "demos", out / "reward_model", out / "graph"
     seconds: dict[str, float] = {}  # wall time per stage, to see where the main job's minutes go
     with _stage(seconds, "record"):
-        record_through_graph(demos, episodes, seed, graph_logs, progress)
+        record_demonstrations(demos, episodes, eval_episodes, seed, graph_logs, progress)
         for source in ("suboptimal", "random"):  # scored offline by evaluate_reward below
             first = seed + SOURCE_SEED_OFFSETS[source]
             record_missing(demos, source, range(first, first + eval_episodes), progress)
