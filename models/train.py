@@ -32,9 +32,11 @@ from models.codec import (
     CodecLoss,
     PatchDiscriminator,
     VectorQuantizer,
+    foreground_mask,
     make_optimizers,
     postprocess,
     preprocess,
+    static_background,
     train_codec_steps,
 )
 from models.data import EpisodeFrames, load_frames, select_episodes
@@ -126,7 +128,8 @@ def train_codec(data: str | Path, out: str | Path, preset: str = "cpu", *, steps
         distributed.broadcast_weights(model, discriminator)
         optimizers = make_optimizers(model, discriminator, schedule.lr)
         step = _resume_codec(path, preset, fingerprint, model, discriminator, optimizers)
-        loss = CodecLoss(config)
+        background = static_background(images)
+        loss = CodecLoss(config, background)
         batches = (batch.to(worker.device) for batch in random_batches(images, schedule.batch_size, generator))
         writer = SummaryWriter(str(out / "tensorboard" / "codec")) if worker.is_main else None
         bar = tqdm(total=schedule.steps, initial=step, desc=f"codec {preset}", unit="step", disable=not show)
@@ -154,7 +157,7 @@ def train_codec(data: str | Path, out: str | Path, preset: str = "cpu", *, steps
             bar.close()
             if writer:
                 writer.close()
-        figures = distributed.broadcast_object(evaluate_codec(model, data, tasks, out, config)
+        figures = distributed.broadcast_object(evaluate_codec(model, data, tasks, out, config, background)
                                                if worker.is_main else None)
     return {"checkpoint": str(path), "preset": preset, "steps": step, "train_frames": len(images),
             "train_episodes": len(entries), "world_size": worker.world_size, **figures}
@@ -172,7 +175,7 @@ def data_parallel_codec_steps(model: VQGAN, discriminator: PatchDiscriminator, l
     codebook and usage go to all ranks before every step and after the last.
     """
     with distributed.averaged_gradients(model, discriminator):
-        logs = train_codec_steps(model, discriminator, _RanksAgreeCodecLoss(loss.config),
+        logs = train_codec_steps(model, discriminator, _RanksAgreeCodecLoss(loss.config, loss.background),
                                  _codebook_from_rank0(batches, model.quantizer), steps, lr, start_step=start_step,
                                  optimizers=optimizers, grad_clip=grad_clip)
     distributed.broadcast_weights(model.quantizer)
@@ -243,8 +246,10 @@ def load_codec(path: str | Path, preset: str | None = None) -> tuple[VQGAN, Chec
 
 @torch.no_grad()
 def evaluate_codec(model: VQGAN, data: str | Path, tasks: Sequence[str] | None, out: Path,
-                   config: CodecConfig, show: int = 8) -> dict:
-    """Held-out reconstruction error, codebook use, and a PNG of originals over reconstructions."""
+                   config: CodecConfig, background: torch.Tensor, show: int = 8) -> dict:
+    """Held-out reconstruction error (all pixels, and the foreground: the pixels off the training
+    frames' static background, where the arm and objects are), codebook use, and a PNG of
+    originals over reconstructions."""
     model.eval()
     try:
         entries = select_episodes(data, tasks=tasks, split="test")
@@ -260,7 +265,9 @@ def evaluate_codec(model: VQGAN, data: str | Path, tasks: Sequence[str] | None, 
                            np.concatenate(list(postprocess(reconstruction[pick])), 1)], 0)
     png = out / "codec_reconstructions.png"
     cv2.imwrite(str(png), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    figures = {"test_l1": float((reconstruction - images).abs().mean()),
+    error, mask = (reconstruction - images).abs(), foreground_mask(images, background)
+    figures = {"test_l1": float(error.mean()),
+               "test_foreground_l1": float((error * mask).sum() / (mask.sum() * 3).clamp_min(1.0)),
                "test_codes_used": int(tokens.unique().numel()), "test_frames": len(frames),
                "reconstructions_png": str(png)}
     (out / "codec_eval.json").write_text(json.dumps(figures, indent=2))

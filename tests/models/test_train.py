@@ -27,6 +27,7 @@ def test_codec_trains_resumes_and_evaluates(episodes, tmp_path):
     assert (tmp_path / "tensorboard" / "codec").is_dir()
     if resumed["test_l1"] is not None:
         assert resumed["test_l1"] < 1.0 and (tmp_path / "codec_reconstructions.png").is_file()
+        assert 0.0 <= resumed["test_foreground_l1"] <= 2.0
     model, ckpt = load_codec(first["checkpoint"], preset="tiny")
     assert ckpt.kind == "codec" and model.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 8, 8)
 
