@@ -174,6 +174,12 @@ def test_config_dict_round_trip_and_bad_keys():
         CodecConfig.from_dict({**cfg.to_dict(), "perceptual": "lpips"})
 
 
+def test_a_config_written_before_foreground_weighting_loads_as_trained():
+    older = CodecConfig.preset("cpu").to_dict()
+    del older["foreground_weight"]
+    assert CodecConfig.from_dict(older).foreground_weight == 0.0  # plain L1, as that file was trained
+
+
 def test_foreground_pixels_weigh_more_in_the_reconstruction_loss():
     # Frames of a grey table where a marker visits one pixel in one frame: the median is the table.
     frames = torch.full((5, 3, 8, 8), -0.5)
