@@ -31,13 +31,19 @@ _MAGIC = "diffusion-reward-robot checkpoint"  # tells our files from any other t
 _PACKAGE = "diffusion-reward-robot"
 
 
-def check_config_keys(config_class: type, stored: dict[str, Any], what: str) -> None:
+def check_config_keys(config_class: type, stored: dict[str, Any], what: str,
+                      added_later: dict[str, Any] | None = None) -> dict[str, Any]:
     """A stored config dict must have exactly the dataclass's fields: a config from another code
-    version says which keys it lacks or has too many, instead of loading half right."""
+    version says which keys it lacks or has too many, instead of loading half right. The one
+    exception, `added_later`: fields added after files were first written, each with the value
+    that reproduces how older files were trained, which a file without them gets. Returns the
+    completed dict."""
+    stored = {**(added_later or {}), **stored}
     names = {f.name for f in dataclasses.fields(config_class)}
     unknown, missing = sorted(set(stored) - names), sorted(names - set(stored))
     if unknown or missing:
         raise ValueError(f"{what} config: unknown keys {unknown}, missing keys {missing}")
+    return stored
 
 
 @functools.cache

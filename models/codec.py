@@ -47,7 +47,8 @@ from models.checkpoint import check_config_keys
 
 PERCEPTUAL_LOSSES = ("grad_ssim", "none")
 # Config keys added after codec checkpoints were first written, with the value that reproduces how
-# those files were trained (plain L1): a file without the key loads as it was trained.
+# those files were trained (plain L1): a file without the key loads as it was trained
+# (models.checkpoint.check_config_keys fills them in).
 KEYS_ADDED_SINCE_FIRST_CHECKPOINTS = {"foreground_weight": 0.0}
 FOREGROUND_THRESHOLD = 0.1  # in [-1, 1] image units (about 13 of 255 levels) on any channel
 
@@ -110,8 +111,7 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
-        d = {**KEYS_ADDED_SINCE_FIRST_CHECKPOINTS, **d}
-        check_config_keys(cls, d, "codec")
+        d = check_config_keys(cls, d, "codec", added_later=KEYS_ADDED_SINCE_FIRST_CHECKPOINTS)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -129,7 +129,7 @@ def train_codec(data: str | Path, out: str | Path, preset: str = "cpu", *, steps
         optimizers = make_optimizers(model, discriminator, schedule.lr)
         step = _resume_codec(path, preset, fingerprint, model, discriminator, optimizers)
         background = static_background(images)
-        loss = CodecLoss(config, background)
+        loss = CodecLoss(config, background.to(worker.device))  # once, not per step
         batches = (batch.to(worker.device) for batch in random_batches(images, schedule.batch_size, generator))
         writer = SummaryWriter(str(out / "tensorboard" / "codec")) if worker.is_main else None
         bar = tqdm(total=schedule.steps, initial=step, desc=f"codec {preset}", unit="step", disable=not show)
