@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.checkpoint import check_config_keys
 from models.denoiser import ConditionCache, Denoiser
 
 LOG_FLOOR = -70.0  # log of "zero" probability; keeps 0 * (log 0 - log 0) finite in KLs
@@ -94,13 +95,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DiffusionConfig keys {unknown}; known: {sorted(known)}")
-        if "codebook_size" not in data:
-            raise ValueError("DiffusionConfig key 'codebook_size' is required")
-        return cls(**data)
+        return cls(**check_config_keys(cls, data, "video model"))
 
 
 # -------------------------------------------------------------------------- schedule

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.checkpoint import check_config_keys
+
 STD_FLOOR = 1e-6  # a constant reward on the expert frames must not turn into inf/NaN rewards
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor, float)
@@ -85,11 +87,7 @@ class RewardStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> RewardStats:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
-        if missing or unknown:
-            raise ValueError(f"RewardStats.from_dict: missing {missing}, unknown {unknown}")
-        return cls(**d)
+        return cls(**check_config_keys(cls, d, "reward statistics"))
 
 
 def stats_by_kind(d: dict, where: str = "reward statistics") -> dict[str, RewardStats]:
@@ -180,10 +178,7 @@ class RNDConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RNDConfig:
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown RNDConfig field(s) {unknown}")
-        return cls(**d)
+        return cls(**check_config_keys(cls, d, "RND"))
 
 
 def _rnd_net(cfg: RNDConfig, depth: int) -> nn.Sequential:

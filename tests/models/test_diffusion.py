@@ -129,6 +129,10 @@ def test_presets_and_config_round_trip() -> None:
     assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="'widht'"):
         DiffusionConfig.from_dict({**cfg.to_dict(), "widht": 64})
+    stored = cfg.to_dict()
+    del stored["frame_skip"]  # a file that lacks a key is refused, not loaded with a default it was not trained with
+    with pytest.raises(ValueError, match=r"video model config: .*missing keys \['frame_skip'\]"):
+        DiffusionConfig.from_dict(stored)
     with pytest.raises(ValueError, match="heads"):
         DiffusionConfig(codebook_size=K, width=30, heads=4)
     with pytest.raises(ValueError, match="tokens_per_frame"):

@@ -45,7 +45,7 @@ def test_stats_errors_name_the_problem():
         RewardStats.from_rewards([1.0, float("nan"), float("inf"), 2.0])
     with pytest.raises(ValueError, match="std"):
         RewardStats(mean=0.0, std=-1.0, count=3)
-    with pytest.raises(ValueError, match=r"missing \['count'\]"):
+    with pytest.raises(ValueError, match=r"missing keys \['count'\]"):
         RewardStats.from_dict({"mean": 0.0, "std": 1.0})
 
 
