@@ -2,6 +2,9 @@
 
 - AUROC of per-frame rewards, expert (positive) vs random or suboptimal (negative): the
   probability that a random expert frame scores above a random other frame (ties 1/2).
+- The same AUROC over whole episodes, each scored by its mean reward: what an RL return sees,
+  where per-frame AUROC also counts the frames every policy shares (the first ones, before
+  anything moves).
 - Spearman correlation between reward and time step on expert episodes: a dense reward
   for a task that progresses should rise as the expert gets closer to success.
 """
@@ -43,6 +46,8 @@ def summarize(rewards: Mapping[str, Sequence[np.ndarray]]) -> dict:
     for other in ("random", "suboptimal"):
         if "expert" in flat and other in flat:
             summary[f"auroc_expert_vs_{other}"] = auroc(flat["expert"], flat[other])
+            summary[f"episode_auroc_expert_vs_{other}"] = auroc(
+                np.array([e.mean() for e in rewards["expert"]]), np.array([e.mean() for e in rewards[other]]))
     if rewards.get("expert"):
         summary["spearman_expert_time"] = time_correlation(rewards["expert"])
     return summary

@@ -292,9 +292,9 @@ def print_reward_figures(figures: dict) -> None:
     print(f"{figures['kind']} reward:")
     for task, by_task in figures["tasks"].items():
         means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in by_task.items() if k.startswith("mean_"))
-        auroc = by_task.get("auroc_expert_vs_random")
-        print(f"  {task} ({'seen' if by_task['seen'] else 'unseen'}): {means}; "
-              f"AUROC expert vs random {'n/a' if auroc is None else f'{auroc:.2f}'}")
+        frames, episodes = by_task.get("auroc_expert_vs_random"), by_task.get("episode_auroc_expert_vs_random")
+        print(f"  {task} ({'seen' if by_task['seen'] else 'unseen'}): {means}; AUROC expert vs random "
+              f"{'n/a' if frames is None else f'{frames:.2f} (frames), {episodes:.2f} (episode means)'}")
     print(f"reward curves: {figures['plot']}")
 
 

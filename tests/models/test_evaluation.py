@@ -27,6 +27,8 @@ def test_summarize_and_plot(tmp_path):
     assert summary["mean_expert"] > summary["mean_suboptimal"] > summary["mean_random"]
     assert summary["auroc_expert_vs_random"] == 1.0
     assert 0.5 < summary["auroc_expert_vs_suboptimal"] < 1.0
+    # Frames overlap (the second expert's low start under the suboptimal's top), episode means do not.
+    assert summary["episode_auroc_expert_vs_suboptimal"] == 1.0 and summary["episode_auroc_expert_vs_random"] == 1.0
     assert summary["spearman_expert_time"] == pytest.approx(1.0)
     assert summary["episodes"] == {"expert": 2, "suboptimal": 1, "random": 1}
     path = plot_reward_curves({"sim:reach": rewards, "sim:push": rewards}, tmp_path / "curves.png")
