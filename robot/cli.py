@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_reward.add_argument("--seed-spread", type=int, default=0, metavar="SEEDS",
                              help="also measure the reward's std across this many noise seeds "
                                   "(num_samples 1 and 8) on held-out expert frames")
+    eval_policies = _command(evaluate, "policies", "evaluation success over frames of `drr train policy` runs, "
+                             "side by side (table + PNG)", run_eval_policies)
+    eval_policies.add_argument("runs", nargs="+", type=Path, help="run folders of `drr train policy`")
+    eval_policies.add_argument("--plot", type=Path, default=Path("out/eval/policies.png"))
 
     export = _group(commands, "export", "export trained models")
     export_reward = _command(export, "reward", "ONNX graphs of the codec encoder and the denoiser",
@@ -284,6 +288,23 @@ def run_eval_reward(args) -> dict:
                              kind=args.reward, num_samples=args.num_samples, backend=args.backend,
                              onnx_dir=args.onnx_dir, seed_spread=args.seed_spread)
     print_reward_figures(result)
+    return result
+
+
+def run_eval_policies(args) -> dict:
+    from models.rl.compare import compare_runs
+
+    result = compare_runs(args.runs, args.plot)
+    frames = sorted({f for run in result["runs"] for f in run["frames"]})
+    print("evaluation success rate by env frames:")
+    width = max(len(run["label"]) for run in result["runs"])
+    print("frames".rjust(8) + "".join(f"  {run['label']:>{width}}" for run in result["runs"]))
+    for f in frames:
+        cells = [dict(zip(run["frames"], run["success_rate"])).get(f) for run in result["runs"]]
+        print(f"{f:8d}" + "".join(f"  {'' if c is None else f'{c:.2f}':>{width}}" for c in cells))
+    for run in result["runs"]:
+        print(f"{run['run']}: {run['env']}, {run['label']}, {run['frames_per_s']:.1f} frames/s")
+    print(f"curves: {result['plot']}")
     return result
 
 
