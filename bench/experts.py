@@ -46,11 +46,11 @@ def print_table(rows: list[dict]) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from robot.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.5))
@@ -61,6 +61,4 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_ylim(0, 1.25)  # headroom so the legend never covers a bar
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.legend(ncol=3, loc="upper center", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -585,11 +585,9 @@ def print_table(figures: dict) -> None:
 
 def plot(figures: dict, path: Path) -> Path:
     """Latency CDFs of every measurement (log time axis)."""
-    import matplotlib
+    from robot.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     series = {
         "transport, fastdds.xml": figures["transport_fastdds_profile"].get("latency_samples_ms"),
         "transport, Fast DDS defaults": figures["transport_default_transports"].get("latency_samples_ms"),
@@ -608,10 +606,7 @@ def plot(figures: dict, path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":  # the two ends of the image transport measurement

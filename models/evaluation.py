@@ -56,11 +56,9 @@ def summarize(rewards: Mapping[str, Sequence[np.ndarray]]) -> dict:
 def plot_reward_curves(rewards_by_task: Mapping[str, Mapping[str, Sequence[np.ndarray]]],
                        path: str | Path, ylabel: str = "standardised reward") -> Path:
     """One panel per task: each episode's reward over time, coloured by source."""
-    import matplotlib
+    from robot.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colours = defaultdict(lambda: "grey", expert="tab:green", suboptimal="tab:orange", random="tab:red")
     tasks = list(rewards_by_task)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
@@ -73,12 +71,7 @@ def plot_reward_curves(rewards_by_task: Mapping[str, Mapping[str, Sequence[np.nd
         ax.set_xlabel("frame")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 SOURCES = ("expert", "suboptimal", "random")

@@ -32,11 +32,9 @@ def read_run(run: str | Path) -> dict[str, Any]:
 
 def plot_runs(runs: list[dict[str, Any]], path: str | Path) -> Path:
     """One panel per env: each run's evaluation success rate over frames."""
-    import matplotlib
+    from robot.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     envs = sorted({run["env"] for run in runs})
     fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.2), squeeze=False)
     for ax, env in zip(axes[0], envs):
@@ -47,12 +45,7 @@ def plot_runs(runs: list[dict[str, Any]], path: str | Path) -> Path:
         ax.set_ylabel("evaluation success rate")
         ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def compare_runs(runs: list[str | Path], plot: str | Path) -> dict[str, Any]:
