@@ -299,8 +299,9 @@ def run_eval_policies(args) -> dict:
     print("evaluation success rate by env frames:")
     width = max(len(run["label"]) for run in result["runs"])
     print("frames".rjust(8) + "".join(f"  {run['label']:>{width}}" for run in result["runs"]))
+    success_at = [dict(zip(run["frames"], run["success_rate"])) for run in result["runs"]]
     for f in frames:
-        cells = [dict(zip(run["frames"], run["success_rate"])).get(f) for run in result["runs"]]
+        cells = [success.get(f) for success in success_at]
         print(f"{f:8d}" + "".join(f"  {'' if c is None else f'{c:.2f}':>{width}}" for c in cells))
     for run in result["runs"]:
         print(f"{run['run']}: {run['env']}, {run['label']}, {run['frames_per_s']:.1f} frames/s")
