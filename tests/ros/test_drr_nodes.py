@@ -335,6 +335,13 @@ def test_reset_on_the_mirror_homes_the_arm_and_rerandomises_the_scene(nodes, pro
     seen = image_of(images[-1][1]).astype(float)
     to_new, to_old = (float(np.abs(seen - render_scene(seed, size)).mean()) for seed in (1, 0))
     assert to_new < 1.0 and to_old > 3 * to_new, (to_new, to_old)
+
+    # The answer came once the gate had released the reset source (a source keeps control until its
+    # last command is watchdog_timeout_s old), so the next episode's policy is obeyed at once.
+    assert "control released" in reset.message, reset.message
+    took_control = next(t for t, msg in status if t > called and msg.active_source == "reset")
+    released = next(t for t, msg in status if t > took_control and msg.active_source != "reset")
+    assert released <= answered + 0.05, f"reset source released {released - answered:.2f} s after the answer"
     assert_clean_exit(nodes)
 
 

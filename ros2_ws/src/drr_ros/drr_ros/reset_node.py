@@ -6,17 +6,20 @@ gate's limits, e-stop and workspace box apply), closed loop on the arm's end-eff
 - on the mirror: calls sim_arm_node's ~/randomize (a new scene, the arm at its start pose);
 - on a real cell (confirm_with_operator): waits for an operator's `~/confirm` call, who has put
   the objects back.
-The call answers success=false with the reason when the e-stop is latched (read from the gate's
-SafetyStatus), when homing, the randomize service or the operator time out, or when the e-stop
-is engaged during the reset. A second ~/reset while one runs is refused.
+The call answers once the gate has given control back: a source keeps control until its last
+command is watchdog_timeout_s old, so answering right after homing would leave the next episode's
+policy ignored for up to that long (the arm idle for its first frames). It answers success=false
+with the reason when the e-stop is latched (read from the gate's SafetyStatus), when homing, the
+randomize service, the operator or the gate's release time out, or when the e-stop is engaged
+during the reset. A second ~/reset while one runs is refused.
 
 Subscribes:  ee_pose (geometry_msgs/PoseStamped, sensor QoS), safety_gate/status (drr_interfaces/SafetyStatus)
 Publishes:   safety_gate/reset/twist (geometry_msgs/TwistStamped, base frame), /diagnostics
 Services:    ~/reset, ~/confirm (std_srvs/Trigger); calls sim_arm_node/randomize (std_srvs/Trigger)
 Parameters:  home_position, home_orientation_xyzw (default: the mirror's home), the robot.homing.HomingConfig
   fields (position_tolerance, orientation_tolerance, max_linear_speed, max_angular_speed, gain),
-  control_rate, timeout_s (homing, node clock), confirm_with_operator, confirm_timeout_s and
-  randomize_timeout_s (wall clock).
+  control_rate, timeout_s (homing, node clock), confirm_with_operator, confirm_timeout_s,
+  randomize_timeout_s and release_timeout_s (wall clock).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ PARAMS = (
     Param("confirm_with_operator", False, "real cell: wait for ~/confirm instead of randomizing the mirror"),
     Param("confirm_timeout_s", 120.0, "s to wait for the operator's ~/confirm", gt=0.0, le=3600.0),
     Param("randomize_timeout_s", 5.0, "s to wait for sim_arm_node/randomize", gt=0.0, le=600.0),
+    Param("release_timeout_s", 5.0, "s to wait for the gate to stop giving the reset source control",
+          gt=0.0, le=600.0),
 )
 
 
@@ -134,7 +139,10 @@ class ResetNode(Node):
         if not ok:
             return False, homed
         ok, after = self._wait_for_operator() if self.p.confirm_with_operator else self._randomize_scene()
-        return ok, f"{homed}; {after}"
+        if not ok:
+            return False, f"{homed}; {after}"
+        ok, released = self._wait_for_release()
+        return ok, f"{homed}; {after}; {released}"
 
     def _estop_refusal(self) -> str:
         if self._status is None:
@@ -190,6 +198,18 @@ class ResetNode(Node):
             return False, f"{self._randomize.srv_name} did not answer within {timeout:g} s"
         result = future.result()
         return result.success, result.message
+
+    def _wait_for_release(self) -> tuple[bool, str]:
+        """Until the gate's status shows another source (or none) in control."""
+        start = time.monotonic()
+        while self._status is None or self._status.active_source == "reset":
+            if self._status is not None and self._status.estop_latched:
+                return False, "aborted: the e-stop was engaged while the gate released the reset source"
+            if time.monotonic() - start > self.p.release_timeout_s:
+                return False, (f"the gate still gave the reset source control after {self.p.release_timeout_s:g} s "
+                               "(does another node publish on safety_gate/reset/twist?)")
+            time.sleep(0.01)
+        return True, f"control released after {time.monotonic() - start:.2f} s"
 
     def _wait_for_operator(self) -> tuple[bool, str]:
         self._confirmed.clear()
