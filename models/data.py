@@ -38,15 +38,28 @@ def select_episodes(root: str | Path, *, tasks: Sequence[str] | None = None,
     return chosen
 
 
+def first_commanded_frame(actions: np.ndarray) -> int:
+    """Index of the first frame whose recorded (gated) twist is not zero; 0 if none is (a still
+    episode stays whole)."""
+    moving = np.flatnonzero(np.any(np.asarray(actions)[:, :6] != 0, axis=1))
+    return int(moving[0]) if len(moving) else 0
+
+
 def load_frames(entries: Sequence[EpisodeEntry], image_size: int = 64,
                 crop: tuple[int, int, int, int] | str | None = CENTER_SQUARE,
                 progress: bool = True) -> list[EpisodeFrames]:
-    """Each episode's frames at the model's input size (a few MB per 100 episodes at 64x64)."""
+    """Each episode's frames at the model's input size (a few MB per 100 episodes at 64x64), from
+    the first commanded frame on: an episode recorded through the graph (or by an operator) starts
+    with frames where nothing was commanded yet (the policy's first command reaches the arm a
+    control period or two after the recording starts), which episodes rolled out directly lack.
+    Kept, they teach the model that a still arm is expert-like and give graph-recorded experts
+    free points against directly recorded random episodes."""
     episodes = []
     for entry in tqdm(entries, desc="reading episodes", unit="ep", disable=not progress):
         episode = read_episode(entry.path, image_size=(image_size, image_size), crop=crop)
-        if len(episode):
-            episodes.append(EpisodeFrames(entry, episode.frames))
+        frames = episode.frames[first_commanded_frame(episode.actions):] if len(episode) else episode.frames
+        if len(frames):
+            episodes.append(EpisodeFrames(entry, frames))
     if not episodes:
         raise ValueError(f"the {len(entries)} selected episodes hold no frames")
     return episodes
