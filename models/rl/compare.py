@@ -53,4 +53,8 @@ def compare_runs(runs: list[str | Path], plot: str | Path) -> dict[str, Any]:
     if not runs:
         raise ValueError("compare_runs needs at least one run folder")
     records = [read_run(run) for run in runs]
+    labels = [record["label"] for record in records]
+    for record in records:  # e.g. the same reward with two reward models: the folder tells them apart
+        if labels.count(record["label"]) > 1:
+            record["label"] += f" ({record['run']})"
     return {"runs": records, "plot": str(plot_runs(records, plot))}

@@ -28,6 +28,10 @@ def test_runs_compare_side_by_side(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 5000
     json.dumps(result)  # the CLI prints it as its last line
 
+    again = _run(tmp_path / "c", "diffusion", [0.1])  # same settings, another reward model
+    labels = [run["label"] for run in compare_runs([a, b, again], tmp_path / "curves.png")["runs"]]
+    assert labels == [f"diffusion, seed 3 ({a})", "sparse, seed 3", f"diffusion, seed 3 ({again})"]
+
 
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"not a `drr train policy` run folder.*lacks run.json, eval.csv"):
