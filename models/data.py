@@ -57,7 +57,7 @@ def load_frames(entries: Sequence[EpisodeEntry], image_size: int = 64,
     episodes = []
     for entry in tqdm(entries, desc="reading episodes", unit="ep", disable=not progress):
         episode = read_episode(entry.path, image_size=(image_size, image_size), crop=crop)
-        frames = episode.frames[first_commanded_frame(episode.actions):] if len(episode) else episode.frames
+        frames = episode.frames[first_commanded_frame(episode.actions):]
         if len(frames):
             episodes.append(EpisodeFrames(entry, frames))
     if not episodes:

@@ -55,7 +55,7 @@ class LateStart:
 
 def test_frames_start_at_the_first_commanded_frame(tmp_path):
     env = make_env("sim:reach", image_size=(48, 64))
-    path, _, recorded = record_one(env, LateStart(make_policy("expert", "sim:reach", env, 0), idle=3), "sim:reach",
+    _, _, recorded = record_one(env, LateStart(make_policy("expert", "sim:reach", env, 0), idle=3), "sim:reach",
                                    "expert", 7, tmp_path, 0)
     env.close()
     (episode,) = load_frames(select_episodes(tmp_path, split="all"), image_size=32, progress=False)

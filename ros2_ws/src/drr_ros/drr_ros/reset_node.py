@@ -202,8 +202,8 @@ class ResetNode(Node):
     def _wait_for_release(self) -> tuple[bool, str]:
         """Until the gate's status shows another source (or none) in control."""
         start = time.monotonic()
-        while self._status is None or self._status.active_source == "reset":
-            if self._status is not None and self._status.estop_latched:
+        while self._status.active_source == "reset":  # a status arrived: _estop_refusal checked
+            if self._status.estop_latched:
                 return False, "aborted: the e-stop was engaged while the gate released the reset source"
             if time.monotonic() - start > self.p.release_timeout_s:
                 return False, (f"the gate still gave the reset source control after {self.p.release_timeout_s:g} s "
