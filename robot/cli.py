@@ -332,7 +332,7 @@ def run_export_reward(args) -> dict:
 def run_demo(args) -> dict:
     from robot.demo import DEMO_BUDGETS, run_main_job
 
-    chosen = {name: getattr(args, name) for name in DEMO_BUDGETS[args.budget] if getattr(args, name) is not None}
+    chosen = {name: getattr(args, name) for name in DEMO_BUDGETS[args.budget] if getattr(args, name, None) is not None}
     summary = run_main_job(args.out, seed=args.seed, preset=args.preset, **{**DEMO_BUDGETS[args.budget], **chosen})
     for figures in summary["reward_eval"].values():
         print_reward_figures(figures)

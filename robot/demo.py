@@ -7,10 +7,10 @@
    split needs to hold `episodes` per task with some held out, plus a few suboptimal
    and random episodes to evaluate against (recorded offline, faster);
 2. train the reward's codec and video model (`cpu` preset by default) on the experts;
-3. score the held-out episodes offline (both reward kinds: AUROC, reward curves);
+3. score the held-out episodes offline (the budget's reward kinds: AUROC, reward curves);
 4. bring the graph up again with the trained reward_node (the reward kind that separated the
-   held-out episodes best) and run expert and random episodes through it: their live reward
-   curves (PNG) and means.
+   held-out episodes best) and run expert and random episodes through it, about as many frames of
+   each task: their live reward curves (PNG) and means.
 
 Every stage resumes: recorded episodes are counted (graph) or their seeds skipped (offline),
 training continues from its checkpoint, so an interrupted run picks up where it stopped.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,9 +57,14 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
 # quick: what fits 15 minutes on 2 CPU cores (10 demonstrations per task and short training: the
 # reward separates expert from random less well); full: the cpu preset's whole schedules on 20
 # demonstrations per task, where the reward figures of the docs come from. None: the preset's schedule.
+# reward_kinds: the kinds scored on the held-out episodes. quick scores only the likelihood: the paper's
+# entropy reward has not separated experts from random episodes on the mirror in any run (docs/ARCHITECTURE.md,
+# Reward model), and scoring it took ~45 s of the quick budget's 15 minutes.
 DEMO_BUDGETS = {
-    "quick": {"episodes": 10, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 200, "video_steps": 700},
-    "full": {"episodes": 20, "eval_episodes": 5, "graph_episodes": 2, "codec_steps": None, "video_steps": None},
+    "quick": {"episodes": 10, "eval_episodes": 4, "graph_episodes": 2, "codec_steps": 200, "video_steps": 700,
+              "reward_kinds": ("likelihood",)},
+    "full": {"episodes": 20, "eval_episodes": 5, "graph_episodes": 2, "codec_steps": None, "video_steps": None,
+             "reward_kinds": ("entropy", "likelihood")},
 }
 
 GRAPH_REAL_TIME_FACTOR = 2.0  # the mirror graph runs at twice real time in the main job (sim time on /clock)
@@ -178,10 +184,25 @@ def _set_aside_failed_experts(demos: Path, task: str, rejected: Path) -> list:
     return kept
 
 
+def live_episodes(task: str, episodes: int) -> int:
+    """Episodes per policy that give `task` about as many scored frames as `episodes` episodes of the
+    longest mirror task: reach's 2 s episodes are 20 frames, and two of them a side did not order
+    expert above random reliably where two 6 s push episodes did."""
+    from sim.registry import mirror_tasks
+    from sim.tasks import TASKS
+
+    def seconds(task_id: str) -> float:
+        return TASKS[task_id.partition(":")[2]].time_limit_s
+
+    longest = max(seconds(t) for t in mirror_tasks())
+    return max(episodes, round(episodes * longest / seconds(task)))
+
+
 def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, plot: Path,
                         kind: str = "entropy", progress: bool = True) -> dict:
-    """The trained reward (of this kind) live in the graph: per mirror task, `episodes` scripted-expert
-    and random episodes, each frame scored by reward_node; their curves (PNG) and mean standardised rewards."""
+    """The trained reward (of this kind) live in the graph: per mirror task, scripted-expert and random
+    episodes (`episodes` of the longest task, live_episodes of shorter ones), each frame scored by
+    reward_node; their curves (PNG) and mean standardised rewards."""
     from models.checkpoint import load_checkpoint
     from models.evaluation import plot_reward_curves
     from sim.registry import mirror_tasks
@@ -194,10 +215,11 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
         return json.loads(done_file.read_text())["figures"]  # this model was scored already: resume
     curves: dict[str, dict[str, list]] = {}
     for task in mirror_tasks():
+        count = live_episodes(task, episodes)
         for offset, policy in enumerate(("scripted", "random")):
             if progress:
-                print(f"scoring {episodes} {policy} episodes of {task} live in the graph", flush=True)
-            results = run_graph_episodes(task, episodes, log_root / f"score_{task.replace(':', '-')}_{policy}",
+                print(f"scoring {count} {policy} episodes of {task} live in the graph", flush=True)
+            results = run_graph_episodes(task, count, log_root / f"score_{task.replace(':', '-')}_{policy}",
                                          sim_arm_node={"seed": seed + 3000 + 100 * offset},
                                          policy_node={"policy": policy, "seed": seed},
                                          real_time_factor=SCORING_REAL_TIME_FACTOR,
@@ -221,12 +243,16 @@ def _mean(episodes: list[list[float]]) -> float | None:
 
 def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, graph_episodes: int = 2,
                  seed: int = 0, preset: str = "cpu", codec_steps: int | None = None, video_steps: int | None = None,
-                 progress: bool = True) -> dict:
-    """Record, train, evaluate both kinds of reward; returns (and writes to out/summary.json) the figures."""
+                 reward_kinds: Sequence[str] = ("entropy", "likelihood"), progress: bool = True) -> dict:
+    """Record, train, evaluate these kinds of reward; returns (and writes to out/summary.json) the figures."""
     from models.evaluation import evaluate_reward
-    from models.rewards import REWARD_KINDS
+    from models.rewards import REWARD_KINDS, check_reward_kind
     from models.train import train_codec, train_video
 
+    if not reward_kinds:
+        raise ValueError(f"reward_kinds is empty: give one or more of {REWARD_KINDS}")
+    for kind in reward_kinds:
+        check_reward_kind(kind)
     if episodes < 2 or eval_episodes < 1:
         raise ValueError(f"--episodes must be >= 2 (some are held out) and --eval-episodes >= 1, "
                          f"got {episodes} and {eval_episodes}")
@@ -247,7 +273,7 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
                             progress=progress)
     with _stage(seconds, "evaluate"):
         figures = {kind: evaluate_reward(video["checkpoint"], demos, out / "eval" / kind, kind=kind,
-                                         progress=progress) for kind in REWARD_KINDS}
+                                         progress=progress) for kind in reward_kinds}
     with _stage(seconds, "score_in_graph"):
         live = score_through_graph(Path(video["checkpoint"]), graph_episodes, seed, graph_logs,
                                    out / "graph" / "reward_curves.png", best_kind(figures), progress)

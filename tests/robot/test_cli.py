@@ -86,7 +86,7 @@ def test_demo_records_trains_evaluates_and_resumes(tmp_path):
             "--graph-episodes", "1")
     first, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
     summary = json.loads(Path(first["summary"]).read_text())
-    assert set(first["reward_eval"]) == {"entropy", "likelihood"}
+    assert set(first["reward_eval"]) == {"likelihood"}  # the quick budget's kinds
     for figures in first["reward_eval"].values():
         assert set(figures["tasks"]) == {"sim:reach", "sim:push", "sim:drawer-open"}
         assert Path(figures["plot"]).is_file()
@@ -105,6 +105,8 @@ def test_demo_records_trains_evaluates_and_resumes(tmp_path):
         assert len(select_episodes(summary["demos"], tasks=[task], split="test")) >= 1
     assert Path(first["graph"]["plot"]).is_file() and first["graph"]["frames_scored"] > 0
     assert set(first["graph"]["tasks"]) == {"sim:reach", "sim:push", "sim:drawer-open"}
+    live = json.loads(Path(first["graph"]["plot"]).with_suffix(".json").read_text())["curves"]
+    assert len(live["sim:push"]["expert"]) == 1 and len(live["sim:reach"]["random"]) == 3  # as many frames
     # Re-running resumes: nothing is recorded twice and finished training is not redone.
     again, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
     resumed = json.loads(Path(again["summary"]).read_text())

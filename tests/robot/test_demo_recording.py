@@ -75,3 +75,10 @@ def test_demonstrations_fill_the_train_split_and_hold_some_out(tmp_path, monkeyp
     # The split is a hash of random episode ids: however it falls, the train side gets its 6.
     assert len(select_episodes(tmp_path / "demos", split="train")) >= 6
     assert len(select_episodes(tmp_path / "demos", split="test")) >= 1
+
+
+def test_live_scoring_gives_short_tasks_as_many_frames_as_the_longest():
+    assert demo.live_episodes("sim:push", 2) == 2  # 6 s, the longest
+    assert demo.live_episodes("sim:reach", 2) == 6  # 2 s
+    assert demo.live_episodes("sim:drawer-open", 2) == 2  # 5 s: 2.4 rounds down, never below the count asked
+    assert demo.live_episodes("sim:reach", 1) == 3
