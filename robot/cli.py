@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="held-out episodes per mirror task of each source (expert, suboptimal, "
                            "random) to evaluate the reward on")
     demo.add_argument("--graph-episodes", type=int, default=None,
-                      help="expert and random episodes per mirror task scored live in the graph")
+                      help="expert and random episodes scored live in the graph on the longest mirror task; "
+                           "shorter tasks get as many frames (robot.demo.live_episodes)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="reward model sizes")
     demo.add_argument("--codec-steps", type=int, default=None, help="codec training steps")
