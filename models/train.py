@@ -368,7 +368,9 @@ def _loss_text(loss: torch.Tensor, worker: distributed.Worker) -> str:
     return f"loss {loss.item()}"
 
 
-STATS_MAX_FRAMES = 1024  # a mean and a std settle long before; each frame costs a reward call
+# Each frame costs a reward call of each kind (~28 s per 512 frames on 2 cores). Measured on a full-budget
+# model (2638 training frames): 512 frames move the mean by <= 0.02 std and the std by <= 4% against 1024.
+STATS_MAX_FRAMES = 512
 
 
 def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
