@@ -164,20 +164,21 @@ def test_a_30_hz_camera_is_scored_at_the_training_rate_by_stamp(nodes, probe, re
     publisher = probe.publisher(Image, IMAGE, SENSOR_QOS)
     probe.wait_for(publisher.get_subscription_count, 10, "reward_node's image subscription")
     publish_until(probe, publisher, frame(0), rewards)
-    camera_30hz = []
+    due = []
     for i in range(1, 13):
         msg = frame(i)
         msg.header.stamp = stamp(100_000_000_000 + round(i * 1e9 / 30))
-        camera_30hz.append(msg)
-        publisher.publish(msg)
-        time.sleep(0.05)
-    due = [stamp_ns(m.header.stamp) for m in camera_30hz[2::3]]  # 100, 200, 300, 400 ms
-    probe.wait_for(lambda: all(any(stamp_ns(r.header.stamp) == t for _, r in rewards) for t in due), 15,
-                   "the rewards of the frames due at 10 Hz")
+        if i % 3:  # inside the 100 ms period: thinned, whether best effort delivers it or not
+            publisher.publish(msg)
+            time.sleep(0.05)
+        else:  # due at 100, 200, 300, 400 ms; were it lost, a later frame would be due. Copies carry
+            # the same stamp, so the node thins them like any frame inside the period.
+            publish_until(probe, publisher, msg, rewards)
+            due.append(stamp_ns(msg.header.stamp))
     time.sleep(0.3)
     scored = sorted(stamp_ns(r.header.stamp) for _, r in rewards)[1:]
     assert scored == due
-    probe.wait_for(lambda: diagnostics() and int(diagnostics()[-1]["thinned_frames"]) == 8, 5, "thinned_frames 8")
+    probe.wait_for(lambda: diagnostics() and int(diagnostics()[-1]["thinned_frames"]) > 0, 5, "thinned_frames > 0")
     assert_clean_exit(nodes)
 
 
