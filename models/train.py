@@ -320,7 +320,7 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
         distributed.broadcast_weights(model)
         ema = EMA(model, config.ema_decay)
         optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=0.01)
-        step = _resume_video(path, preset, fingerprint, model, ema, optimizer)
+        step = _resume_video(path, preset, fingerprint, codec_ckpt, model, ema, optimizer)
         writer = SummaryWriter(str(out / "tensorboard" / "video")) if worker.is_main else None
         bar = tqdm(total=schedule.steps, initial=step, desc=f"video {preset}", unit="step", disable=not show)
         model.train()
@@ -419,11 +419,19 @@ def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDi
                                       "tasks": trained_tasks}), path)
 
 
-def _resume_video(path: Path, preset: str, fingerprint: str, model: VideoDiffusion, ema: EMA,
-                  optimizer: torch.optim.Optimizer) -> int:
+def _resume_video(path: Path, preset: str, fingerprint: str, codec_ckpt: Checkpoint, model: VideoDiffusion,
+                  ema: EMA, optimizer: torch.optim.Optimizer) -> int:
     ckpt = _run_checkpoint(path, "video", preset, fingerprint)
     if ckpt is None:
         return 0
+    # Another codec's token ids mean other things: resuming would mix two vocabularies, and a finished
+    # run would keep scoring with the old codec while the new one sat beside it.
+    trained_with = (ckpt.codec or {}).get("state_dict", {})
+    if trained_with.keys() != codec_ckpt.state_dict.keys() or not all(
+            torch.equal(trained_with[name], codec_ckpt.state_dict[name]) for name in trained_with):
+        raise ValueError(f"{path} was trained with another codec (step {(ckpt.codec or {}).get('step')}) than "
+                         f"the one given (step {codec_ckpt.step}); use a new --out directory to train on this "
+                         "codec, or give the codec it was trained with")
     load_state_checked(model, ckpt.state_dict, f"video model weights in {path}")
     device = _device_of(model)
     ema.load_state_dict({"decay": ema.decay, "updates": ckpt.extra.get("ema_updates", ckpt.step),

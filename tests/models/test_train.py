@@ -78,6 +78,13 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
     with pytest.raises(ValueError, match="reward kind must be one of"):
         DiffusionReward.load(result["checkpoint"], kind="curiosity")
 
+    # A codec trained on further cannot continue (or silently stand in for) the finished video run.
+    retrained = train_codec(episodes, tmp_path / "codec", "tiny", steps=22, progress=False)
+    before = (tmp_path / "video" / "video.ckpt").read_bytes()
+    with pytest.raises(ValueError, match=r"trained with another codec \(step 20\) than the one given \(step 22\)"):
+        train_video(episodes, tmp_path / "video", retrained["checkpoint"], "tiny", steps=60, progress=False)
+    assert (tmp_path / "video" / "video.ckpt").read_bytes() == before
+
 
 def test_train_and_evaluate_through_the_cli(episodes, tmp_path):
     import json
