@@ -428,10 +428,11 @@ def _resume_video(path: Path, preset: str, fingerprint: str, codec_ckpt: Checkpo
         return 0
     # Another codec's token ids mean other things: resuming would mix two vocabularies, and a finished
     # run would keep scoring with the old codec while the new one sat beside it.
-    trained_with = (ckpt.codec or {}).get("state_dict", {})
-    if trained_with.keys() != codec_ckpt.state_dict.keys() or not all(
-            torch.equal(trained_with[name], codec_ckpt.state_dict[name]) for name in trained_with):
-        raise ValueError(f"{path} was trained with another codec (step {(ckpt.codec or {}).get('step')}) than "
+    trained_with = ckpt.codec or {}
+    weights = trained_with.get("state_dict", {})
+    if weights.keys() != codec_ckpt.state_dict.keys() or not all(
+            torch.equal(weights[name], codec_ckpt.state_dict[name]) for name in weights):
+        raise ValueError(f"{path} was trained with another codec (step {trained_with.get('step')}) than "
                          f"the one given (step {codec_ckpt.step}); use a new --out directory to train on this "
                          "codec, or give the codec it was trained with")
     load_state_checked(model, ckpt.state_dict, f"video model weights in {path}")

@@ -65,14 +65,17 @@ def frame(index: int, size=SIZE, encoding="rgb8") -> Image:
     return msg
 
 
-def publish_until(probe, publisher, msg, rewards, timeout=15.0):
-    """Best effort can lose a sample on the way: publish until its reward comes back."""
+def publish_until(probe, publisher, msg, rewards, timeout=15.0) -> int:
+    """Best effort can lose a sample on the way: publish until its reward comes back; how many times."""
     want = stamp_ns(msg.header.stamp)
     end = time.monotonic() + timeout
+    sent = 0
     while not any(stamp_ns(r.header.stamp) == want for _, r in rewards):
         assert time.monotonic() < end, f"no reward for the frame stamped {want}"
         publisher.publish(msg)
+        sent += 1
         time.sleep(0.3)
+    return sent
 
 
 def assert_clean_exit(nodes) -> None:
@@ -163,7 +166,7 @@ def test_a_30_hz_camera_is_scored_at_the_training_rate_by_stamp(nodes, probe, re
     diagnostics = start_reward(nodes, probe, reward_model)  # frame_rate 10 Hz by default
     publisher = probe.publisher(Image, IMAGE, SENSOR_QOS)
     probe.wait_for(publisher.get_subscription_count, 10, "reward_node's image subscription")
-    publish_until(probe, publisher, frame(0), rewards)
+    extra_copies = publish_until(probe, publisher, frame(0), rewards) - 1
     due = []
     for i in range(1, 13):
         msg = frame(i)
@@ -173,12 +176,14 @@ def test_a_30_hz_camera_is_scored_at_the_training_rate_by_stamp(nodes, probe, re
             time.sleep(0.05)
         else:  # due at 100, 200, 300, 400 ms; were it lost, a later frame would be due. Copies carry
             # the same stamp, so the node thins them like any frame inside the period.
-            publish_until(probe, publisher, msg, rewards)
+            extra_copies += publish_until(probe, publisher, msg, rewards) - 1
             due.append(stamp_ns(msg.header.stamp))
     time.sleep(0.3)
     scored = sorted(stamp_ns(r.header.stamp) for _, r in rewards)[1:]
     assert scored == due
     probe.wait_for(lambda: diagnostics() and int(diagnostics()[-1]["thinned_frames"]) > 0, 5, "thinned_frames > 0")
+    # Exactly 8 when nothing is lost and no copy was needed; never more than the frames not scored.
+    assert int(diagnostics()[-1]["thinned_frames"]) <= 8 + extra_copies
     assert_clean_exit(nodes)
 
 
