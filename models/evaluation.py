@@ -7,6 +7,9 @@
   anything moves).
 - Spearman correlation between reward and time step on expert episodes: a dense reward
   for a task that progresses should rise as the expert gets closer to success.
+
+Frames the reward does not score (NaN in a curve: an episode's warm-up frames, see
+models.reward_model) are left out of every figure.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def time_correlation(episodes: Sequence[np.ndarray]) -> float:
 
 def summarize(rewards: Mapping[str, Sequence[np.ndarray]]) -> dict:
     """Figures for one task from per-episode reward arrays keyed by source
-    ("expert", "suboptimal", "random")."""
+    ("expert", "suboptimal", "random"); NaN frames (not scored) are left out."""
+    rewards = {source: [r[~np.isnan(r)] for r in episodes] for source, episodes in rewards.items()}
+    rewards = {source: [r for r in episodes if r.size] for source, episodes in rewards.items()}
     flat = {source: np.concatenate(list(episodes)) for source, episodes in rewards.items() if episodes}
     summary: dict = {f"mean_{source}": float(values.mean()) for source, values in flat.items()}
     summary["episodes"] = {source: len(episodes) for source, episodes in rewards.items()}
@@ -113,13 +118,15 @@ def evaluate_reward(model_path: str | Path, data: str | Path, out: str | Path, *
     raw_by_episode = {}
     for episode in tqdm(episodes, desc="labelling episodes", unit="ep", disable=not progress):
         labels = reward.label_episode(episode.frames)
-        curves[episode.entry.task][episode.entry.source].append(labels.standardized)
+        scored = labels.standardized.astype(np.float64)
+        scored[:labels.warmup] = np.nan  # not scored: left out of the figures and the plot
+        curves[episode.entry.task][episode.entry.source].append(scored)
         raw_by_episode[episode.entry.path.stem] = labels.raw
     per_task = {task: {"seen": task in seen, **summarize(by_source)} for task, by_source in sorted(curves.items())}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = {"model": str(model_path), "split": split, "kind": kind, "num_samples": num_samples, "backend": backend,
-               "reward_mean": reward.stats.mean, "reward_std": reward.stats.std,
+               "warmup_frames": reward.warmup_frames, "reward_mean": reward.stats.mean, "reward_std": reward.stats.std,
                "tasks": per_task,
                "seen": _pooled({t: s for t, s in curves.items() if t in seen}),
                "unseen": _pooled({t: s for t, s in curves.items() if t not in seen}),

@@ -10,6 +10,14 @@ paper's entropy reward (an estimate of the negative conditional entropy of the n
 given the history ending at the current frame) or the likelihood of the current frame given
 the history before it; the standardised one uses the training experts' mean and std of that
 kind, stored in the checkpoint.
+
+The first `warmup_frames` of an episode are not scored: their history reaches before the
+episode's first frame and is padded with it (as the paper's code pads), so it shows an arm that
+has not moved yet whatever the policy did, and the model scores how little a frame changed since
+the start rather than how expert-like the motion is (on the mirror a random policy's first frames
+scored above the expert's; docs/ARCHITECTURE.md, Reward model). Their standardised reward is 0,
+the training experts' mean, so a policy gains or loses nothing there; their raw reward is still
+computed and reported.
 """
 
 from __future__ import annotations
@@ -26,13 +34,21 @@ from models.checkpoint import Checkpoint, load_checkpoint, load_state_checked
 from models.codec import VQGAN, CodecConfig, preprocess
 from models.diffusion import DiffusionConfig, VideoDiffusion
 from models.export import CODEC_FILE
-from models.rewards import RewardStats, TokenRingBuffer, check_reward_kind, episode_windows, stats_by_kind
+from models.rewards import (
+    RewardStats,
+    TokenRingBuffer,
+    check_reward_kind,
+    episode_windows,
+    history_warmup,
+    stats_by_kind,
+)
 
 
 @dataclass
 class RewardLabels:
     raw: np.ndarray  # (F,) nats
-    standardized: np.ndarray  # (F,)
+    standardized: np.ndarray  # (F,); 0 for the first `warmup` frames, which are not scored
+    warmup: int  # DiffusionReward.warmup_frames
 
 
 class DiffusionReward:
@@ -79,6 +95,17 @@ class DiffusionReward:
         follows the scored frame, the likelihood reward how well the scored frame was predicted."""
         return 0 if self.kind == "entropy" else self.video.config.frame_skip
 
+    @property
+    def warmup_frames(self) -> int:
+        """How many first frames of an episode are not scored (module docstring)."""
+        config = self.video.config
+        return history_warmup(config.condition_frames, config.frame_skip, self.history_lag)
+
+    def standardize(self, raw: np.ndarray, frame_indices: np.ndarray) -> np.ndarray:
+        """Standardised rewards of frames at these indices in their episode; 0 in the warm-up."""
+        standardized = np.asarray(self.stats.standardize(raw))
+        return np.where(np.asarray(frame_indices) < self.warmup_frames, 0.0, standardized).astype(standardized.dtype)
+
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
         """(F, H, W, 3) uint8 at the model's input size -> (F, 64) tokens."""
@@ -108,7 +135,7 @@ class DiffusionReward:
     def label_episode(self, frames: np.ndarray) -> RewardLabels:
         """Every frame's reward in one batched call."""
         raw = self.score(*self.scoring_inputs(frames))
-        return RewardLabels(raw, np.asarray(self.stats.standardize(raw)))
+        return RewardLabels(raw, self.standardize(raw, np.arange(len(raw))), self.warmup_frames)
 
     def stream(self) -> StreamingReward:
         return StreamingReward(self)
@@ -139,12 +166,13 @@ class StreamingReward:
         at a fraction of the cost when frames queue up. restarts[i]: the history starts over at frame i."""
         tokens = self.reward.encode(frames)
         config = self.reward.video.config
-        histories = []
+        histories, indices = [], []
         for token, stamp_ns, restart in zip(tokens, stamps_ns, restarts or [False] * len(tokens), strict=True):
             if restart:
                 self.buffer.reset()
             self.buffer.push(token, stamp_ns)
             histories.append(self.buffer.history(config.condition_frames, config.frame_skip,
                                                  lag=self.reward.history_lag))
+            indices.append(self.buffer.frames_in_episode - 1)
         raw = self.reward.score(torch.stack(histories), tokens)
-        return raw, np.asarray(self.reward.stats.standardize(raw))
+        return raw, self.reward.standardize(raw, np.array(indices))

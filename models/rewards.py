@@ -294,6 +294,13 @@ def window_indices(t: int, condition_frames: int, frame_skip: int) -> list[int]:
     return [max(0, t - (condition_frames - 1 - i) * frame_skip) for i in range(condition_frames)]
 
 
+def history_warmup(condition_frames: int, frame_skip: int, lag: int = 0) -> int:
+    """How many first frames of an episode have a history that reaches before the episode's first
+    frame (so window_indices pads it with frame 0): lag + (k-1) * skip. Such a history shows an arm
+    that has not moved yet, whatever the policy did; the reward does not score these frames."""
+    return lag + (condition_frames - 1) * frame_skip
+
+
 def episode_windows(tokens: torch.Tensor, condition_frames: int, frame_skip: int, lag: int = 0) -> torch.LongTensor:
     """(T, h, w) or (T, h*w) tokens of a whole episode -> (T, k, h*w) histories, one per frame t,
     each ending at frame t - lag (clamped at 0); the batched twin of TokenRingBuffer.history."""

@@ -41,7 +41,7 @@ from models.codec import (
 )
 from models.data import EpisodeFrames, load_frames, select_episodes
 from models.diffusion import EMA, DiffusionConfig, VideoDiffusion, condition_windows
-from models.rewards import REWARD_KINDS, RewardStats, episode_windows
+from models.rewards import REWARD_KINDS, RewardStats, episode_windows, history_warmup
 
 
 @dataclass(frozen=True)
@@ -378,10 +378,11 @@ STATS_MAX_FRAMES = 512
 def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
                         progress: bool = True, worker: distributed.Worker | None = None,
                         max_frames: int = STATS_MAX_FRAMES) -> dict[str, RewardStats]:
-    """Mean and std of each kind of raw reward (EMA weights) over the training expert frames,
-    up to max_frames of them spread evenly over all episodes. With several ranks each scores
-    every world_size-th chunk; each frame's reward is seeded by its own tokens, so the
-    statistics are the same however the frames are shared."""
+    """Mean and std of each kind of raw reward (EMA weights) over the training expert frames the
+    rewards score (past every kind's warm-up, models.reward_model), up to max_frames of them spread
+    evenly over all episodes. With several ranks each scores every world_size-th chunk; each
+    frame's reward is seeded by its own tokens, so the statistics are the same however the frames
+    are shared."""
     config = model.config
     worker = worker or distributed.Worker(device=_device_of(model))
     rewards_model = VideoDiffusion(config).to(worker.device)
@@ -390,8 +391,12 @@ def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.
     k, skip = config.condition_frames, config.frame_skip
     entropy_histories = torch.cat([episode_windows(t, k, skip) for t in tokens])
     likelihood_histories = torch.cat([episode_windows(t, k, skip, lag=skip) for t in tokens])
-    spread = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
-    pick = torch.from_numpy(np.unique(spread))
+    warmup = history_warmup(k, skip, lag=skip)  # the likelihood reward's, longer than the entropy's
+    scored = np.flatnonzero(np.concatenate([np.arange(len(t)) >= warmup for t in tokens]))
+    if not len(scored):
+        raise ValueError(f"no training expert episode is longer than the reward's {warmup} warm-up frames")
+    spread = np.linspace(0, len(scored) - 1, min(max_frames, len(scored))).round().astype(int)
+    pick = torch.from_numpy(scored[np.unique(spread)])
     chunks = list(zip(entropy_histories[pick].split(128), likelihood_histories[pick].split(128),
                       frames[pick].split(128)))
     mine = range(worker.rank, len(chunks), worker.world_size)

@@ -35,6 +35,15 @@ def test_summarize_and_plot(tmp_path):
     assert path.stat().st_size > 5000
 
 
+def test_frames_not_scored_are_left_out_of_the_figures():
+    expert, random = np.array([np.nan, np.nan, 1.0, 2.0, 3.0]), np.array([np.nan, np.nan, -1.0, -2.0, -3.0])
+    summary = summarize({"expert": [expert, np.full(2, np.nan)], "random": [random]})
+    assert summary["mean_expert"] == 2.0 and summary["mean_random"] == -2.0
+    assert summary["auroc_expert_vs_random"] == 1.0 and summary["episode_auroc_expert_vs_random"] == 1.0
+    assert summary["episodes"] == {"expert": 1, "random": 1}  # an episode with no scored frame is left out
+    assert summary["spearman_expert_time"] == pytest.approx(1.0)
+
+
 def test_evaluation_holds_out_test_experts_and_every_other_source(tmp_path):
     from models.data import select_episodes
     from models.evaluation import evaluate_reward, evaluation_episodes

@@ -13,6 +13,7 @@ from models.rewards import (
     TokenRingBuffer,
     compose_reward,
     episode_windows,
+    history_warmup,
 )
 
 # ---------------------------------------------------------------- RewardStats
@@ -227,6 +228,14 @@ def test_lagged_windows_are_the_training_conditions():
         assert torch.equal(buf.history(3, 2, lag=2), conditions[t])
     with pytest.raises(ValueError, match="2 frames back, spans 7 frames"):
         TokenRingBuffer(capacity=6).history(3, 2, lag=2)
+
+
+@pytest.mark.parametrize("k, skip, lag", [(2, 3, 0), (2, 3, 3), (3, 2, 2), (2, 1, 1), (1, 4, 0)])
+def test_warmup_frames_are_exactly_those_with_a_padded_history(k, skip, lag):
+    tokens = torch.arange(20).reshape(20, 1).expand(20, 64)  # frame i holds token i
+    windows = episode_windows(tokens, k, skip, lag=lag)
+    real = [int(windows[t, 0, 0]) == t - lag - (k - 1) * skip for t in range(20)]
+    assert real == [t >= history_warmup(k, skip, lag) for t in range(20)]
 
 
 def test_ring_buffer_errors():

@@ -58,6 +58,11 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
         (episode,) = load_frames(select_episodes(episodes, split="all")[:1], reward.image_size, progress=False)
         labels = reward.label_episode(episode.frames)
         assert labels.raw.shape == labels.standardized.shape == (len(episode.frames),)
+        # The tiny preset: 2 condition frames at skip 1; the likelihood's history ends a frame earlier.
+        assert labels.warmup == reward.warmup_frames == {"entropy": 1, "likelihood": 2}[kind]
+        assert np.all(labels.standardized[:labels.warmup] == 0)  # padded histories: not scored
+        np.testing.assert_allclose(labels.standardized[labels.warmup:],
+                                   reward.stats.standardize(labels.raw[labels.warmup:]), rtol=1e-6)
         np.testing.assert_array_equal(labels.raw, reward.label_episode(episode.frames).raw)  # seeded
         # Streaming scores each frame alone from cached tokens; its noise is seeded by the
         # frame's tokens, so it gives the episode labels frame by frame.
@@ -74,7 +79,9 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
         np.testing.assert_allclose(raw[:half], labels.raw[:half], rtol=1e-5, atol=1e-3, err_msg=kind)
         np.testing.assert_allclose(raw[half:], reward.label_episode(episode.frames[half:]).raw, rtol=1e-5,
                                    atol=1e-3, err_msg=kind)
-        np.testing.assert_allclose(standardized, reward.stats.standardize(raw), rtol=1e-6, err_msg=kind)
+        in_episode = np.r_[np.arange(half), np.arange(len(raw) - half)]  # the restart starts the count over
+        expected = np.where(in_episode < reward.warmup_frames, 0.0, reward.stats.standardize(raw))
+        np.testing.assert_allclose(standardized, expected, rtol=1e-6, err_msg=kind)
     with pytest.raises(ValueError, match="reward kind must be one of"):
         DiffusionReward.load(result["checkpoint"], kind="curiosity")
 
