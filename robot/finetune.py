@@ -88,7 +88,8 @@ class PolicyView:
 @dataclass
 class Recording:
     """A recorded episode as the replay stores it (reward = the sparse success reward, not yet labelled),
-    and its frames as the reward model takes them (None: the same as episode.image)."""
+    and its frames as the reward model takes them: every recorded frame up to the last step's end, in the
+    reward model's crop (None: the same as episode.image)."""
 
     episode: Any  # models.rl.replay.Episode
     reward_frames: np.ndarray | None = None
@@ -195,9 +196,11 @@ def episode_from_recording(path: str | os.PathLike, view: PolicyView = PolicyVie
                       action=normalised_actions(recorded.actions, view.max_linear_speed)[frames[:-1]],
                       reward=sparse, reward_parts={"sparse": sparse},
                       intervention=per_frame_flags[:steps * k].reshape(steps, k).any(axis=1), meta=meta)
-    reward_frames = None
+    reward_frames = None  # every frame: the reward model learned videos at the recording's rate, not every k-th
     if reward_crop is not None and parse_crop(reward_crop) != parse_crop(view.crop):
-        reward_frames = read_episode(path, image_size=size, crop=parse_crop(reward_crop)).frames[frames]
+        reward_frames = read_episode(path, image_size=size, crop=parse_crop(reward_crop)).frames[:steps * k + 1]
+    elif k > 1:
+        reward_frames = recorded.frames[:steps * k + 1]
     return Recording(episode, reward_frames)
 
 
@@ -205,7 +208,7 @@ def label_recording(recording: Recording, labeller) -> Any:
     """The episode with the labeller's reward (models.rl.train.Labeller), its parts and fingerprint; the
     labeller sees the reward model's frames."""
     episode = recording.episode
-    seen = episode if recording.reward_frames is None else replace(episode, image=recording.reward_frames)
+    seen = episode if recording.reward_frames is None else replace(episode, env_frames=recording.reward_frames)
     labels = dict(labeller(seen))
     return replace(episode, reward=labels.pop("reward"), reward_parts={**episode.reward_parts, **labels},
                    meta={**episode.meta, "reward_fingerprint": labeller.fingerprint})

@@ -21,7 +21,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ class Episode:
     intervention: np.ndarray | None = None  # (T,) bool: teleop had control of the step; None: no step
     terminated: bool = False  # the last step ended the task (no bootstrap); False: time limit or stop
     meta: dict[str, Any] = field(default_factory=dict)  # JSON: task, reward_fingerprint, policy version, ...
+    # (F, H, W, 3) uint8 every env frame when each step repeats its action over k frames (F - 1 frames
+    # stepped: k per step, the last step maybe fewer): what a reward model trained on videos at the env's
+    # frame rate labels. None: `image` is every frame. Kept on disk for relabelling, not in memory.
+    env_frames: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         steps = len(self.action)
@@ -58,6 +62,11 @@ class Episode:
         self.intervention = _array("intervention", self.intervention, bool, (steps,))
         if steps < 1:
             raise ValueError("an episode needs at least one step")
+        if self.env_frames is not None:
+            self.env_frames = _array("env_frames", self.env_frames, np.uint8, (None, None, None, 3))
+            if len(self.env_frames) < steps + 1:
+                raise ValueError(f"episode env_frames holds {len(self.env_frames)} frames, fewer than its "
+                                 f"{steps + 1} observations")
         if not np.isfinite(self.reward).all():
             raise ValueError("episode reward holds non-finite values")
         try:  # fail here, not when the episode is written
@@ -119,6 +128,8 @@ def save_episode(episode: Episode, path: str | os.PathLike) -> Path:
               "reward": episode.reward, "intervention": episode.intervention,
               "terminated": np.array(episode.terminated), "meta": np.array(json.dumps(episode.meta)),
               **{_PART + name: part for name, part in episode.reward_parts.items()}}
+    if episode.env_frames is not None:
+        arrays["env_frames"] = episode.env_frames
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -139,7 +150,8 @@ def load_episode(path: str | os.PathLike) -> Episode:
             parts = {key[len(_PART):]: f[key] for key in f.files if key.startswith(_PART)}
             return Episode(image=f["image"], proprio=f["proprio"], action=f["action"], reward=f["reward"],
                            reward_parts=parts, intervention=f["intervention"], terminated=bool(f["terminated"]),
-                           meta=json.loads(str(f["meta"])))
+                           meta=json.loads(str(f["meta"])),
+                           env_frames=f["env_frames"] if "env_frames" in f.files else None)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable episode file: {error}") from None
 
@@ -199,7 +211,7 @@ class ReplayBuffer:
         path = self.folder / f"episode_{self._next_index:06d}.npz"
         save_episode(episode, path)
         self._next_index += 1
-        self._cache.append((path, episode))
+        self._cache.append((path, replace(episode, env_frames=None)))  # on disk only: memory stays bounded
         self._held += len(episode)
         self._evict()
         self._cap_disk()
@@ -256,13 +268,13 @@ class ReplayBuffer:
         for path in self.episode_files():
             if path in self.unreadable:
                 continue
-            episode = self._cache[cached[path]][1] if path in cached else load_episode(path)
+            episode = load_episode(path)  # with its env_frames, which memory does not hold
             if episode.meta.get("reward_fingerprint") == fingerprint:
                 continue
             new = _relabelled(episode, fn(episode), fingerprint, path)
             save_episode(new, path)
             if path in cached:
-                self._cache[cached[path]] = (path, new)
+                self._cache[cached[path]] = (path, replace(new, env_frames=None))
                 self._steps = None
             done += 1
         return done
@@ -281,7 +293,7 @@ class ReplayBuffer:
                 continue
             if held + len(episode) > self.max_size:
                 break
-            self._cache.insert(0, (path, episode))
+            self._cache.insert(0, (path, replace(episode, env_frames=None)))
             held += len(episode)
         self._held = held
 
@@ -318,7 +330,8 @@ def _relabelled(episode: Episode, labels: dict[str, np.ndarray], fingerprint: st
     reward = labels.pop("reward")
     try:
         return Episode(episode.image, episode.proprio, episode.action, reward, {**episode.reward_parts, **labels},
-                       episode.intervention, episode.terminated, {**episode.meta, "reward_fingerprint": fingerprint})
+                       episode.intervention, episode.terminated, {**episode.meta, "reward_fingerprint": fingerprint},
+                       episode.env_frames)
     except ValueError as error:
         raise ValueError(f"relabel {path}: {error}") from None
 

@@ -93,11 +93,27 @@ class DiffusionLabeller:
         self.reward, self.fingerprint, self.alpha = reward, fingerprint, alpha
 
     def __call__(self, episode: Episode) -> dict[str, np.ndarray]:
-        labels = self.reward.label_episode(episode.image)
-        standardized, raw = labels.standardized[1:], labels.raw[1:]  # step t -> frame t + 1
+        # Every env frame: the model learned from videos at the env's rate, so frames an action repeat
+        # skips would make its history span k times the time it expects.
+        labels = self.reward.label_episode(episode.image if episode.env_frames is None else episode.env_frames)
+        standardized, raw = per_step(labels.standardized, len(episode)), per_step(labels.raw, len(episode))
         no_novelty = np.zeros_like(standardized)  # RNDBonus adds it when the step is sampled
         total = compose_reward(standardized, no_novelty, episode.reward_parts["sparse"], self.alpha)
         return {"reward": total, "diffusion": standardized, "diffusion_raw": raw}
+
+
+def per_step(frame_values: np.ndarray, steps: int) -> np.ndarray:
+    """(F,) values of an episode's frames -> (steps,): each step's mean over the frames its action led
+    to. Step t covers frames t*k + 1 .. (t+1)*k, k = ceil((F - 1) / steps) (the last step may have fewer;
+    k = 1: step t gets frame t + 1's value)."""
+    after = np.asarray(frame_values)[1:]
+    if steps < 1 or len(after) < steps:
+        raise ValueError(f"per_step: {len(after) + 1} frames cannot cover {steps} steps")
+    k = -(-len(after) // steps)
+    starts = np.arange(steps) * k
+    if starts[-1] >= len(after):
+        raise ValueError(f"per_step: {len(after) + 1} frames do not split into {steps} steps of {k} frames")
+    return (np.add.reduceat(after, starts) / np.diff(np.r_[starts, len(after)])).astype(after.dtype)
 
 
 def label(episode: Episode, labeller: Labeller) -> Episode:
@@ -138,22 +154,27 @@ def make_labeller(reward: str | Labeller, reward_model: str | os.PathLike | None
 class Repeated:
     """One agent step: the action repeated until action_repeat frames or the episode's end."""
 
-    obs: dict[str, np.ndarray]
+    obs: dict[str, np.ndarray]  # after the last frame
     reward: float  # the frames' sparse rewards, summed
-    frames: int
+    images: list[np.ndarray]  # every frame's image, the last one obs["image"]
     success: bool  # at some frame
     done: bool
 
+    @property
+    def frames(self) -> int:
+        return len(self.images)
+
 
 def repeat_action(env: gym.Env, action: np.ndarray, repeat: int) -> Repeated:
-    reward, success = 0.0, False
-    for frames in range(1, repeat + 1):
+    reward, success, images = 0.0, False, []
+    for _ in range(repeat):
         obs, frame_reward, terminated, truncated, info = env.step(action)
         reward += float(frame_reward)
         success |= bool(info["success"])
+        images.append(obs["image"])
         if terminated or truncated:
-            return Repeated(obs, reward, frames, success, True)
-    return Repeated(obs, reward, frames, success, False)
+            return Repeated(obs, reward, images, success, True)
+    return Repeated(obs, reward, images, success, False)
 
 
 @dataclass
@@ -298,6 +319,7 @@ class Trainer:
         obs, info = self.env.reset(seed=episode_seed)
         stack = FrameStack(self.config.frame_stack)
         images, proprio, actions, sparse, success = [obs["image"]], [obs["proprio"]], [], [], bool(info["success"])
+        env_frames = [obs["image"]]
         done = False
         while not done and self.counters.frames < frame_budget:
             action = self.agent.act(stack.push(obs["image"]), obs["proprio"], self.counters.steps)
@@ -305,6 +327,7 @@ class Trainer:
             step = repeat_action(self.env, action, self.config.action_repeat)
             obs, done, success = step.obs, step.done, success or step.success
             images.append(obs["image"])
+            env_frames.extend(step.images)
             proprio.append(obs["proprio"])
             actions.append(action)
             sparse.append(step.reward)
@@ -312,8 +335,10 @@ class Trainer:
             self.counters.steps += 1
             bar.update(step.frames)
         sparse = np.asarray(sparse, np.float32)
+        repeated = len(env_frames) > len(images)
         episode = Episode(np.stack(images), np.stack(proprio), np.stack(actions), sparse, {"sparse": sparse},
-                          meta={"env": self.env_id, "seed": episode_seed, "success": success})
+                          meta={"env": self.env_id, "seed": episode_seed, "success": success},
+                          env_frames=np.stack(env_frames) if repeated else None)
         labelled = label(episode, self.labeller)
         self.replay.add(labelled)
         self.counters.episodes += 1

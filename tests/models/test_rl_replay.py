@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -135,6 +137,22 @@ def test_relabel_rewrites_rewards_and_fingerprint_of_every_file(tmp_path):
         buffer.relabel(lambda e: {"diffusion": np.zeros(len(e))}, fingerprint="v3")
     with pytest.raises(ValueError, match=r"reward has shape \(2,\), expected \(4,\)"):
         buffer.relabel(lambda e: {"reward": np.zeros(2)}, fingerprint="v3")
+
+
+def test_env_frames_stay_on_disk_and_are_what_relabel_sees(tmp_path):
+    buffer = ReplayBuffer(tmp_path, max_size=8, nstep=1)
+    episode = counting_episode(4)
+    every_frame = np.stack([np.full((SIZE, SIZE, 3), 50 + i, np.uint8) for i in range(9)])  # 2 frames a step
+    path = buffer.add(replace(episode, env_frames=every_frame))
+    np.testing.assert_array_equal(load_episode(path).env_frames, every_frame)
+    assert buffer.episodes[0].env_frames is None  # memory holds what sampling needs
+    seen = []
+    assert buffer.relabel(lambda e: seen.append(e.env_frames) or {"reward": np.zeros(len(e))}, "v2") == 1
+    np.testing.assert_array_equal(seen[0], every_frame)
+    np.testing.assert_array_equal(load_episode(path).env_frames, every_frame)  # kept for the next relabel
+    assert ReplayBuffer(tmp_path, max_size=8, nstep=1).episodes[0].env_frames is None  # nor after a restart
+    with pytest.raises(ValueError, match="env_frames holds 3 frames, fewer than its 5 observations"):
+        replace(episode, env_frames=every_frame[:3])
 
 
 def test_intervention_flags_survive_and_are_learned_from_unless_excluded(tmp_path):

@@ -4,6 +4,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from models.checkpoint import load_checkpoint
 from models.rl import ReplayBuffer, load_episode
-from models.rl.train import DiffusionLabeller, repeat_action, reward_model_fingerprint, train_policy
+from models.rl.train import DiffusionLabeller, per_step, repeat_action, reward_model_fingerprint, train_policy
 
 TCP_Y = 15  # mirror proprio: 7 joint positions, 7 joint velocities, then the TCP's x, y, z and the gripper
 
@@ -84,8 +85,17 @@ def test_an_action_repeat_sums_the_sparse_rewards_and_stops_at_the_episode_end()
     env = ThreeFrames()
     first = repeat_action(env, np.zeros(4), 2)
     assert (first.frames, first.reward, first.success, first.done, first.obs) == (2, 2.0, True, False, {"image": 2})
+    assert first.images == [1, 2]  # every frame, for a reward model that learned videos at the env's rate
     last = repeat_action(env, np.zeros(4), 2)
-    assert (last.frames, last.reward, last.success, last.done) == (1, 1.0, False, True)
+    assert (last.frames, last.reward, last.success, last.done, last.images) == (1, 1.0, False, True, [3])
+
+
+def test_per_step_takes_the_mean_of_the_frames_each_action_led_to():
+    np.testing.assert_array_equal(per_step(np.arange(5.0), 4), [1, 2, 3, 4])  # one frame a step: frame t + 1
+    np.testing.assert_array_equal(per_step(np.arange(7.0), 3), [1.5, 3.5, 5.5])  # frames 1-2, 3-4, 5-6
+    np.testing.assert_array_equal(per_step(np.arange(6.0), 3), [1.5, 3.5, 5.0])  # the last step cut short
+    with pytest.raises(ValueError, match="3 frames cannot cover 3 steps"):
+        per_step(np.arange(3.0), 3)
 
 
 # ---------------------------------------------------------------- the diffusion reward
@@ -134,6 +144,14 @@ def test_diffusion_runs_label_each_episode_with_the_model_and_its_fingerprint(re
     assert relabelled.meta["reward_fingerprint"] == "likelihood-test"
     np.testing.assert_allclose(relabelled.reward, 0.05 * likelihood(relabelled)["diffusion"] +
                                relabelled.reward_parts["sparse"], rtol=1e-5, atol=1e-6)
+
+    # With an action repeat the labeller scores every env frame (the model's frame rate), not the
+    # observations: step t gets the mean of the frames its action led to.
+    every_frame = np.concatenate([relabelled.image, relabelled.image[::-1]])[:2 * len(relabelled) + 1]
+    repeated = replace(relabelled, env_frames=every_frame)
+    per_frame = likelihood.reward.label_episode(every_frame).standardized
+    np.testing.assert_allclose(likelihood(repeated)["diffusion"],
+                               per_frame[1:].reshape(len(relabelled), 2).mean(axis=1), rtol=1e-5, atol=1e-6)
 
     with pytest.raises(ValueError, match="reward_kind: folder 'entropy', now 'likelihood'"):
         train_policy("sim:reach", run, reward="diffusion", reward_model=reward_model, reward_kind="likelihood",

@@ -120,19 +120,25 @@ def test_action_repeat_steps_over_frames_and_the_reward_model_gets_its_own_crop(
     assert len(episode) == 3 and [int(f[0, 0, 0]) for f in episode.image] == [0, 2, 4, 6]
     np.testing.assert_allclose(episode.action[:, 0], [0.0, 0.08, 0.16], atol=1e-6)
     assert episode.reward.tolist() == [0, 0, 2]  # frames 4->5 and 5->6 after the mark, summed
-    assert recording.reward_frames.shape == (4, 16, 16, 3)
+    # Every frame of the 3 steps, not every 2nd: the reward model learned videos at the recording's rate.
+    assert recording.reward_frames.shape == (7, 16, 16, 3)
+    assert [int(f[0, 0, 0]) for f in recording.reward_frames] == list(range(7))  # the left half, centre-cropped
     assert recording.reward_frames[0, 0, 0, 0] == 0 and recording.reward_frames[0, 0, 1, 0] == 0  # centre: 4 px in
 
     class Seen:
         fingerprint = "seen"
 
         def __call__(self, episode):
-            self.image = episode.image
+            self.env_frames = episode.env_frames
             return {"reward": episode.reward_parts["sparse"] * 10, "extra": np.ones(len(episode), np.float32)}
 
     labeller = Seen()
     labelled = label_recording(recording, labeller)
-    assert labeller.image is recording.reward_frames and labelled.image is episode.image
+    assert labeller.env_frames is recording.reward_frames and labelled.image is episode.image
+    assert labelled.env_frames is None  # the recording is the record: the replay keeps no second copy
+    # Same crop: the reward model still gets every frame.
+    same_crop = episode_from_recording(path, view, reward_crop="none").reward_frames
+    assert [int(f[0, 0, 0]) for f in same_crop] == list(range(7))
     assert labelled.reward.tolist() == [0, 0, 20] and labelled.meta["reward_fingerprint"] == "seen"
     assert set(labelled.reward_parts) == {"sparse", "extra"}
 
