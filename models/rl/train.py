@@ -69,9 +69,11 @@ EVAL_COLUMNS = ("frames", "episodes", "success_rate", "mean_return", "wall_s")
 class Labeller(Protocol):
     """Rewards of a finished episode, in the shape ReplayBuffer.relabel takes: {"reward": (T,) the
     composed total, part name: (T,) ...}. The episode holds its sparse success reward in
-    reward_parts["sparse"]. fingerprint: identifies what the labels depend on."""
+    reward_parts["sparse"]. fingerprint: identifies what the labels depend on. reads_env_frames: the
+    episode must carry every env frame (Episode.env_frames) when steps repeat actions."""
 
     fingerprint: str
+    reads_env_frames: bool
 
     def __call__(self, episode: Episode) -> dict[str, np.ndarray]: ...
 
@@ -80,6 +82,7 @@ class SparseLabeller:
     """The env's success reward alone (the `sparse` and `rnd` rewards; RND joins at update time)."""
 
     fingerprint = "sparse"
+    reads_env_frames = False
 
     def __call__(self, episode: Episode) -> dict[str, np.ndarray]:
         return {"reward": episode.reward_parts["sparse"]}
@@ -88,6 +91,8 @@ class SparseLabeller:
 class DiffusionLabeller:
     """(1 - alpha) * standardised diffusion reward + sparse, stored as the episode's reward; the
     standardised and raw diffusion rewards are kept as parts."""
+
+    reads_env_frames = True
 
     def __init__(self, reward: DiffusionReward, fingerprint: str, alpha: float = PAPER_ALPHA) -> None:
         self.reward, self.fingerprint, self.alpha = reward, fingerprint, alpha
@@ -335,7 +340,7 @@ class Trainer:
             self.counters.steps += 1
             bar.update(step.frames)
         sparse = np.asarray(sparse, np.float32)
-        repeated = len(env_frames) > len(images)
+        repeated = len(env_frames) > len(images) and self.labeller.reads_env_frames
         episode = Episode(np.stack(images), np.stack(proprio), np.stack(actions), sparse, {"sparse": sparse},
                           meta={"env": self.env_id, "seed": episode_seed, "success": success},
                           env_frames=np.stack(env_frames) if repeated else None)

@@ -162,6 +162,24 @@ def test_diffusion_runs_label_each_episode_with_the_model_and_its_fingerprint(re
                      frames=20, progress=False)
 
 
+def test_with_an_action_repeat_the_diffusion_reward_scores_every_env_frame(reward_model, tmp_path, monkeypatch):
+    from models.reward_model import DiffusionReward
+    from models.rl.presets import DrQConfig
+
+    tiny = DrQConfig.preset
+    monkeypatch.setattr(DrQConfig, "preset", classmethod(lambda cls, name, **kw: tiny(name, action_repeat=2, **kw)))
+    train_policy("sim:reach", tmp_path, reward="diffusion", reward_model=reward_model, preset="tiny", frames=40,
+                 eval_every_frames=40, eval_episodes=1, progress=False)
+    model = DiffusionReward.load(reward_model, kind="entropy")
+    for path in episode_files(tmp_path):
+        episode = load_episode(path)
+        assert len(episode) == 10 and episode.env_frames.shape == (21, 64, 64, 3)  # 20 frames stepped, and the first
+        np.testing.assert_array_equal(episode.env_frames[::2], episode.image)  # the observations are every 2nd
+        np.testing.assert_allclose(episode.reward_parts["diffusion"],
+                                   per_step(model.label_episode(episode.env_frames).standardized, 10),
+                                   rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- learning
 
 
@@ -169,6 +187,7 @@ class TcpLeftward:
     """A shaped labeller: 10 x how far each step moved the TCP towards +y (the robot's left)."""
 
     fingerprint = "test:tcp-y-progress"
+    reads_env_frames = False
 
     def __call__(self, episode):
         return {"reward": 10 * np.diff(episode.proprio[:, TCP_Y])}
@@ -218,6 +237,7 @@ def test_drr_train_policy_runs_with_the_presets_action_repeat(tmp_path):
     assert summary["frames"] == 40 and summary["episodes"] == 2 and summary["final_success_rate"] == 0.0
     assert any("DrQ-v2 (cpu) on sim:reach" in line for line in human)
     assert [len(load_episode(p)) for p in episode_files(tmp_path)] == [10, 10]
+    assert load_episode(episode_files(tmp_path)[0]).env_frames is None  # the sparse reward reads no frames
 
 
 @pytest.mark.parametrize("args, message", [
