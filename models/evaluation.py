@@ -1,7 +1,9 @@
 """How well a reward separates good behaviour from bad, on held-out episodes.
 
-- AUROC of per-frame rewards, expert (positive) vs random or suboptimal (negative): the
-  probability that a random expert frame scores above a random other frame (ties 1/2).
+- AUROC of per-frame rewards, expert (positive) vs random, suboptimal or zero (negative; zero:
+  the arm holds still, present when such episodes were recorded, `drr sim record --policy zero`):
+  the probability that a random expert frame scores above a random other frame (ties 1/2). A
+  dense reward that pays a still arm as much as the expert gives an RL policy nothing to climb.
 - The same AUROC over whole episodes, each scored by its mean reward: what an RL return sees,
   where per-frame AUROC also counts the frames every policy shares (the first ones, before
   anything moves).
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+SOURCES = ("expert", "suboptimal", "random", "zero")  # the first is the positive class of every AUROC
+
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """Area under the ROC curve of scores, positive vs negative (Mann-Whitney U / n1 n2)."""
@@ -41,14 +45,14 @@ def time_correlation(episodes: Sequence[np.ndarray]) -> float:
 
 
 def summarize(rewards: Mapping[str, Sequence[np.ndarray]]) -> dict:
-    """Figures for one task from per-episode reward arrays keyed by source
-    ("expert", "suboptimal", "random"); NaN frames (not scored) are left out."""
+    """Figures for one task from per-episode reward arrays keyed by source (SOURCES);
+    NaN frames (not scored) are left out."""
     rewards = {source: [r[~np.isnan(r)] for r in episodes] for source, episodes in rewards.items()}
     rewards = {source: [r for r in episodes if r.size] for source, episodes in rewards.items()}
     flat = {source: np.concatenate(list(episodes)) for source, episodes in rewards.items() if episodes}
     summary: dict = {f"mean_{source}": float(values.mean()) for source, values in flat.items()}
     summary["episodes"] = {source: len(episodes) for source, episodes in rewards.items()}
-    for other in ("random", "suboptimal"):
+    for other in SOURCES[1:]:
         if "expert" in flat and other in flat:
             summary[f"auroc_expert_vs_{other}"] = auroc(flat["expert"], flat[other])
             summary[f"episode_auroc_expert_vs_{other}"] = auroc(
@@ -64,7 +68,8 @@ def plot_reward_curves(rewards_by_task: Mapping[str, Mapping[str, Sequence[np.nd
     from robot.plots import pyplot, save_figure
 
     plt = pyplot()
-    colours = defaultdict(lambda: "grey", expert="tab:green", suboptimal="tab:orange", random="tab:red")
+    colours = defaultdict(lambda: "grey", expert="tab:green", suboptimal="tab:orange", random="tab:red",
+                          zero="tab:blue")
     tasks = list(rewards_by_task)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -79,7 +84,6 @@ def plot_reward_curves(rewards_by_task: Mapping[str, Mapping[str, Sequence[np.nd
     return save_figure(fig, path)
 
 
-SOURCES = ("expert", "suboptimal", "random")
 
 
 def evaluation_episodes(data: str | Path, tasks: Sequence[str] | None, split: str) -> list:

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sim, "tasks", "list the task ids", run_sim_tasks)
     record = _command(sim, "record", "record scripted rollouts as MCAP episodes", run_sim_record)
     record.add_argument("--task", required=True, help="a task id from `drr sim tasks`")
-    record.add_argument("--policy", default="expert", choices=("expert", "suboptimal", "random"))
+    record.add_argument("--policy", default="expert", choices=("expert", "suboptimal", "random", "zero"),
+                        help="zero: the arm holds still (a baseline a dense reward must not pay as the expert)")
     record.add_argument("--episodes", type=int, default=10)
     record.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     record.add_argument("--out", required=True, type=Path, help="output directory")
@@ -316,8 +317,10 @@ def print_reward_figures(figures: dict) -> None:
     for task, by_task in figures["tasks"].items():
         means = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in by_task.items() if k.startswith("mean_"))
         frames, episodes = by_task.get("auroc_expert_vs_random"), by_task.get("episode_auroc_expert_vs_random")
+        still = by_task.get("auroc_expert_vs_zero")
         print(f"  {task} ({'seen' if by_task['seen'] else 'unseen'}): {means}; AUROC expert vs random "
-              f"{'n/a' if frames is None else f'{frames:.2f} (frames), {episodes:.2f} (episode means)'}")
+              f"{'n/a' if frames is None else f'{frames:.2f} (frames), {episodes:.2f} (episode means)'}"
+              + ("" if still is None else f", vs zero (still arm) {still:.2f}"))
     print(f"reward curves: {figures['plot']}")
 
 

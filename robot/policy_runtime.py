@@ -34,15 +34,20 @@ OPEN = -1.0  # normalised gripper action: -1 open .. 1 closed (command 0 .. 1)
 
 
 class ZeroPolicy:
-    """Holds still with the gripper open: for bringing the graph up and for tests."""
+    """Holds still with the gripper open: for bringing the graph up, for tests, and as the still-arm
+    baseline a dense reward must not pay as much as the expert (sim.policies)."""
 
     name = "zero"
+
+    def __init__(self, action_size: int = ACTION_SIZE) -> None:
+        self.action = np.zeros(action_size, dtype=np.float32)
+        self.action[-1] = OPEN
 
     def reset(self, seed: int | None = None) -> None:
         pass
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
-        return np.array([0.0, 0.0, 0.0, OPEN], dtype=np.float32)
+        return self.action.copy()
 
 
 class ScriptedPolicy:

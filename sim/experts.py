@@ -122,7 +122,7 @@ EXPERTS: dict[str, type[_Expert]] = {
 
 
 def make_mirror_policy(kind: str, env: gym.Env, seed: int | None = None) -> Policy:
-    """kind: "expert" (scripted), "suboptimal" (expert with 25% random actions), "random"."""
+    """kind: "expert" (scripted), "suboptimal" (expert with 25% random actions), "random", "zero"."""
     mirror = env.unwrapped
 
     def make_expert() -> Policy:

@@ -292,5 +292,5 @@ class MetaWorldExpert:
 
 
 def make_metaworld_policy(kind: str, env: gym.Env, seed: int | None = None) -> Policy:
-    """kind: "expert" (scripted), "suboptimal" (expert with 25% random actions), "random"."""
+    """kind: "expert" (scripted), "suboptimal" (expert with 25% random actions), "random", "zero"."""
     return scripted_policy(kind, lambda: MetaWorldExpert(env.unwrapped.task), env.action_space, seed)

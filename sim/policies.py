@@ -1,4 +1,4 @@
-"""Policy protocol and the two task-independent policies of the paper's evaluation.
+"""Policy protocol and the task-independent policies of the evaluation (the paper's two, and zero).
 
 A policy maps the environment's observation and info to a normalised action in the
 env's action space. Scripted experts read privileged task state from `info`.
@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 SUBOPTIMAL_RANDOM_FRACTION = 0.25
-POLICY_KINDS = ("expert", "suboptimal", "random")
+POLICY_KINDS = ("expert", "suboptimal", "random", "zero")
 
 
 class Policy(Protocol):
@@ -74,10 +74,15 @@ class SuboptimalPolicy:
 def scripted_policy(kind: str, make_expert: Callable[[], Policy], action_space: gym.spaces.Box,
                     seed: int | None = None) -> Policy:
     """The task's expert, the expert with random actions mixed in (the paper's
-    "suboptimal"), or uniform random: the three sources of scripted episodes."""
+    "suboptimal"), uniform random, or zero (the arm holds still: what a dense reward must not pay
+    as much as the expert): the sources of scripted episodes."""
     if kind not in POLICY_KINDS:
         raise ValueError(f"unknown policy kind {kind!r}; valid kinds: {', '.join(POLICY_KINDS)}")
     if kind == "random":
         return RandomPolicy(action_space, seed)
+    if kind == "zero":
+        from robot.policy_runtime import ZeroPolicy
+
+        return ZeroPolicy(action_space.shape[0])
     expert = make_expert()
     return expert if kind == "expert" else SuboptimalPolicy(expert, action_space, seed=seed)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMAT_VERSION = "1"
-SOURCES = ("expert", "suboptimal", "random", "teleop", "policy")
+SOURCES = ("expert", "suboptimal", "random", "zero", "teleop", "policy")
 # Keys the "episode" record always carries; `extra` may not shadow them.
 RESERVED_KEYS = ("task", "source", "seed", "calibration_id", "policy", "control_rate_hz", "robot",
                  "base_frame", "episode_id", "created_utc", "format_version")

@@ -35,6 +35,15 @@ def test_summarize_and_plot(tmp_path):
     assert path.stat().st_size > 5000
 
 
+def test_a_still_arm_is_a_source_of_its_own():
+    expert, still = [np.linspace(-1, 1, 10)], [np.full(10, 0.5), np.full(10, 0.7)]
+    summary = summarize({"expert": expert, "zero": still})
+    assert summary["mean_zero"] == pytest.approx(0.6)
+    assert summary["auroc_expert_vs_zero"] == pytest.approx(0.25)  # 3 of 10 expert frames above 0.5, 2 above 0.7
+    assert summary["episode_auroc_expert_vs_zero"] == 0.0  # the still arm's episodes out-score the expert's
+    assert "auroc_expert_vs_random" not in summary
+
+
 def test_frames_not_scored_are_left_out_of_the_figures():
     expert, random = np.array([np.nan, np.nan, 1.0, 2.0, 3.0]), np.array([np.nan, np.nan, -1.0, -2.0, -3.0])
     summary = summarize({"expert": [expert, np.full(2, np.nan)], "random": [random]})

@@ -330,7 +330,7 @@ def test_unwritable_directory_is_named(tmp_path):
 
 
 def test_metadata_validation_and_file_names(tmp_path):
-    with pytest.raises(ValueError, match="expert, suboptimal, random, teleop, policy"):
+    with pytest.raises(ValueError, match="expert, suboptimal, random, zero, teleop, policy"):
         metadata(source="demo")
     with pytest.raises(ValueError, match="str to str"):
         EpisodeMetadata("t", "expert", 0, "c", extra={"n": 3})
@@ -345,7 +345,7 @@ def test_metadata_validation_and_file_names(tmp_path):
     assert episode_path(tmp_path, metadata(seed=None, episode_id="ff"), 0).name == \
         "sim-reach_expert_0000_noseed_ff.mcap"
     assert EpisodeMetadata.from_record(meta.to_record("2026-01-01T00:00:00+00:00")) == meta
-    assert set(SOURCES) == {"expert", "suboptimal", "random", "teleop", "policy"}
+    assert set(SOURCES) == {"expert", "suboptimal", "random", "zero", "teleop", "policy"}
 
 
 # --- dataset index ----------------------------------------------------------------------

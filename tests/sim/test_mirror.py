@@ -240,6 +240,16 @@ def test_suboptimal_and_random_are_worse(envs, task):
 # --- errors --------------------------------------------------------------------------
 
 
+def test_zero_policy_keeps_the_arm_where_it_starts(envs):
+    env = envs["reach"]
+    policy = make_mirror_policy("zero", env, seed=0)
+    obs, info = env.reset(seed=5)
+    start = info["privileged"]["tcp_position"].copy()
+    for _ in range(10):
+        obs, _, _, _, info = env.step(policy.act(obs, info))
+    assert np.linalg.norm(info["privileged"]["tcp_position"] - start) < 2e-3
+
+
 def test_unknown_task_and_policy_kind(envs):
     with pytest.raises(ValueError, match="reach.*push.*drawer-open"):
         make_mirror_env("fold-laundry")

@@ -41,7 +41,17 @@ def test_scripted_policy_kinds():
     assert isinstance(scripted_policy("random", ConstantExpert, SPACE, 0), RandomPolicy)
     assert isinstance(scripted_policy("expert", ConstantExpert, SPACE, 0), ConstantExpert)
     assert isinstance(scripted_policy("suboptimal", ConstantExpert, SPACE, 0), SuboptimalPolicy)
-    with pytest.raises(ValueError, match="unknown policy kind 'perfect'; valid kinds: expert, suboptimal, random"):
+    with pytest.raises(ValueError, match="unknown policy kind 'perfect'; valid kinds: expert, suboptimal, random, zero"):
         scripted_policy("perfect", ConstantExpert, SPACE, 0)
     with pytest.raises(ValueError, match="random_fraction must be in"):
         SuboptimalPolicy(ConstantExpert(), SPACE, random_fraction=1.5)
+
+
+@pytest.mark.parametrize("size", [4, 7])
+def test_zero_policy_holds_still_with_the_gripper_open(size):
+    space = gym.spaces.Box(-1.0, 1.0, (size,), np.float32)
+    policy = scripted_policy("zero", ConstantExpert, space, 0)
+    action = policy.act({}, {})
+    assert action.shape == (size,) and space.contains(action)
+    np.testing.assert_array_equal(action[:-1], 0.0)
+    assert action[-1] == -1.0  # open
