@@ -41,7 +41,8 @@ def test_scripted_policy_kinds():
     assert isinstance(scripted_policy("random", ConstantExpert, SPACE, 0), RandomPolicy)
     assert isinstance(scripted_policy("expert", ConstantExpert, SPACE, 0), ConstantExpert)
     assert isinstance(scripted_policy("suboptimal", ConstantExpert, SPACE, 0), SuboptimalPolicy)
-    with pytest.raises(ValueError, match="unknown policy kind 'perfect'; valid kinds: expert, suboptimal, random, zero"):
+    with pytest.raises(ValueError,
+                       match="unknown policy kind 'perfect'; valid kinds: expert, suboptimal, random, zero"):
         scripted_policy("perfect", ConstantExpert, SPACE, 0)
     with pytest.raises(ValueError, match="random_fraction must be in"):
         SuboptimalPolicy(ConstantExpert(), SPACE, random_fraction=1.5)
