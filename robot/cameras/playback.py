@@ -16,6 +16,9 @@ from robot.cameras.frames import CameraError, EndOfStream, Frame, FrameSource
 from robot.cameras.librealsense import frame_from_frameset, require_pyrealsense2
 
 _POLL_S = 0.05  # how often a read checks whether playback has reached the end
+# A "stopped" status before any frame came may be playback not started yet (a loaded machine): it
+# means the end only once this long has passed since open() without a frame.
+_STARTUP_GRACE_S = 2.0
 
 
 class PlaybackSource(FrameSource):
@@ -52,6 +55,7 @@ class PlaybackSource(FrameSource):
             raise CameraError(f"{self.path}: cannot play {'color + depth' if self.depth else 'color'} "
                               f"({exc}); recorded streams: {self._recorded_streams()}") from exc
         self._pipeline, self._playback = pipeline, playback
+        self._opened_at, self._got_frames = time.monotonic(), False
         self._align = rs.align(rs.stream.color) if self.depth else None
         self._pairing = _OnePerColorFrame()
 
@@ -63,16 +67,20 @@ class PlaybackSource(FrameSource):
             wait_ms = max(1, int(1000 * min(_POLL_S, max(deadline - time.monotonic(), 0.0))))
             ok, frames = self._pipeline.try_wait_for_frames(wait_ms)
             if ok:
+                self._got_frames = True
                 frame = self._pairing.offer(*frame_from_frameset(frames, self._align))
                 if frame is not None:
                     return frame
-            elif self._playback.current_status() == self._rs.playback_status.stopped:
+            elif self._playback.current_status() == self._rs.playback_status.stopped and self._may_have_ended():
                 frame = self._pairing.flush()
                 if frame is None:
                     raise EndOfStream(f"{self.path}: end of recording")
                 return frame
             if time.monotonic() >= deadline:
                 return None
+
+    def _may_have_ended(self) -> bool:
+        return self._got_frames or time.monotonic() - self._opened_at > _STARTUP_GRACE_S
 
     def close(self) -> None:
         pipeline, self._pipeline, self._playback = self._pipeline, None, None

@@ -70,6 +70,28 @@ def test_playback_aligns_depth_to_color(tmp_path):
         assert measured.mean() > 0.9
 
 
+def test_playback_that_starts_late_is_not_taken_for_its_end(tmp_path):
+    """On a loaded machine the first polls may find no frame and a "stopped" status before
+    playback has started; that is not the end of the recording."""
+    with PlaybackSource(write_recording(tmp_path / "late.db3", synthetic_frames(2))) as source:
+        pipeline, playback, polls = source._pipeline, source._playback, []
+        stopped = source._rs.playback_status.stopped
+
+        class NotStartedYet:
+            def try_wait_for_frames(self, wait_ms):
+                polls.append(wait_ms)
+                return (False, None) if len(polls) <= 3 else pipeline.try_wait_for_frames(wait_ms)
+
+            def current_status(self):
+                return stopped if len(polls) <= 3 else playback.current_status()
+
+            def stop(self):
+                pipeline.stop()
+
+        source._pipeline = source._playback = NotStartedYet()
+        assert [f.frame_number for f in source] == [1, 2]
+
+
 def test_playback_loops_when_asked(tmp_path):
     path = write_recording(tmp_path / "loop.db3", synthetic_frames(3))
     with PlaybackSource(path, loop=True) as source:
