@@ -84,8 +84,6 @@ def plot_reward_curves(rewards_by_task: Mapping[str, Mapping[str, Sequence[np.nd
     return save_figure(fig, path)
 
 
-
-
 def evaluation_episodes(data: str | Path, tasks: Sequence[str] | None, split: str) -> list:
     """Expert episodes of `split`, and every suboptimal and random episode: training only
     ever sees the train split's experts, so all the others are held out."""

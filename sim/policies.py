@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from robot.policy_runtime import ZeroPolicy
+
 SUBOPTIMAL_RANDOM_FRACTION = 0.25
 POLICY_KINDS = ("expert", "suboptimal", "random", "zero")
 
@@ -81,8 +83,6 @@ def scripted_policy(kind: str, make_expert: Callable[[], Policy], action_space: 
     if kind == "random":
         return RandomPolicy(action_space, seed)
     if kind == "zero":
-        from robot.policy_runtime import ZeroPolicy
-
         return ZeroPolicy(action_space.shape[0])
     expert = make_expert()
     return expert if kind == "expert" else SuboptimalPolicy(expert, action_space, seed=seed)
