@@ -345,6 +345,14 @@ def test_reset_on_the_mirror_homes_the_arm_and_rerandomises_the_scene(nodes, pro
     assert_clean_exit(nodes)
 
 
+def test_reset_without_a_safety_gate_is_refused_once_the_status_wait_runs_out(nodes, probe):
+    nodes.start("reset_node", status_timeout_s=0.5)
+    refused = probe.call(Trigger, "reset_node/reset", Trigger.Request(), timeout=30)
+    assert not refused.success
+    assert "no SafetyStatus on safety_gate/status within 0.5 s (is the safety_gate running?)" in refused.message
+    assert_clean_exit(nodes)
+
+
 def test_reset_on_a_real_cell_waits_for_the_operator_and_fails_on_timeout(nodes, probe):
     nodes.start("sim_arm_node", camera_rate=0.0)
     nodes.start("safety_gate")

@@ -19,7 +19,7 @@ Services:    ~/reset, ~/confirm (std_srvs/Trigger); calls sim_arm_node/randomize
 Parameters:  home_position, home_orientation_xyzw (default: the mirror's home), the robot.homing.HomingConfig
   fields (position_tolerance, orientation_tolerance, max_linear_speed, max_angular_speed, gain),
   control_rate, timeout_s (homing, node clock), confirm_with_operator, confirm_timeout_s,
-  randomize_timeout_s and release_timeout_s (wall clock).
+  randomize_timeout_s, release_timeout_s and status_timeout_s (wall clock).
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ PARAMS = (
     Param("randomize_timeout_s", 5.0, "s to wait for sim_arm_node/randomize", gt=0.0, le=600.0),
     Param("release_timeout_s", 5.0, "s to wait for the gate to stop giving the reset source control",
           gt=0.0, le=600.0),
+    Param("status_timeout_s", 5.0, "s a ~/reset waits for the gate's first SafetyStatus (discovery after launch)",
+          gt=0.0, le=600.0),
 )
 
 
@@ -92,6 +94,7 @@ class ResetNode(Node):
         self.home = (np.array(p.home_position), np.array(p.home_orientation_xyzw))
         self._pose: tuple[np.ndarray, np.ndarray, int, str] | None = None  # position, orientation, arrival ns, frame
         self._status: SafetyStatus | None = None
+        self._status_seen = threading.Event()
         self._busy = threading.Lock()
         self._confirmed = threading.Event()
         self._awaiting_confirm = False
@@ -115,6 +118,7 @@ class ResetNode(Node):
 
     def _on_status(self, msg: SafetyStatus) -> None:
         self._status = msg
+        self._status_seen.set()
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if not self._busy.acquire(blocking=False):
@@ -145,8 +149,10 @@ class ResetNode(Node):
         return ok, f"{homed}; {after}; {released}"
 
     def _estop_refusal(self) -> str:
-        if self._status is None:
-            return "no SafetyStatus on safety_gate/status (is the safety_gate running?)"
+        # Right after launch the gate's latched status may not have been discovered yet.
+        if not self._status_seen.wait(self.p.status_timeout_s):
+            return (f"no SafetyStatus on safety_gate/status within {self.p.status_timeout_s:g} s "
+                    "(is the safety_gate running?)")
         if self._status.estop_latched:
             reason = f" ({self._status.message})" if self._status.message else ""
             return f"the e-stop is latched{reason}; clear it with the safety_gate's ~/estop service"
