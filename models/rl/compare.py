@@ -21,13 +21,22 @@ def read_run(run: str | Path) -> dict[str, Any]:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{run}/eval.csv holds no evaluation yet")
-    label = settings["reward"] + (f" ({settings['reward_kind']})" if settings.get("reward_kind") else "")
-    return {"run": str(run), "env": settings["env"], "label": f"{label}, seed {settings['seed']}",
-            "reward": settings["reward"], "seed": settings["seed"],
+    return {"run": str(run), "env": settings["env"], "label": _label(settings),
+            "reward": settings["reward"], "seed": settings["seed"], "alpha": settings.get("alpha"),
             "frames": [int(row["frames"]) for row in rows],
             "success_rate": [float(row["success_rate"]) for row in rows],
             "final_success_rate": float(rows[-1]["success_rate"]),
             "frames_per_s": int(rows[-1]["frames"]) / float(rows[-1]["wall_s"])}
+
+
+def _label(settings: dict[str, Any]) -> str:
+    """reward (kind), the novelty weight where it is not the paper's, seed: what tells runs apart."""
+    from models.rl.train import PAPER_ALPHA
+
+    label = settings["reward"] + (f" ({settings['reward_kind']})" if settings.get("reward_kind") else "")
+    if settings.get("alpha") is not None and settings["alpha"] != PAPER_ALPHA:
+        label += f", alpha {settings['alpha']:g}"
+    return f"{label}, seed {settings['seed']}"
 
 
 def plot_runs(runs: list[dict[str, Any]], path: str | Path) -> Path:

@@ -6,10 +6,10 @@ from models.rl.compare import compare_runs
 from models.rl.train import append_eval_row, check_or_write_settings
 
 
-def _run(folder, reward, successes):
+def _run(folder, reward, successes, alpha=None):
     """A run folder as `drr train policy` writes it (its own writers), with evaluations every 1000 frames."""
     folder.mkdir()
-    check_or_write_settings(folder, {"env": "sim:reach", "reward": reward, "reward_kind": None, "alpha": None,
+    check_or_write_settings(folder, {"env": "sim:reach", "reward": reward, "reward_kind": None, "alpha": alpha,
                                      "preset": "tiny", "seed": 3, "reward_fingerprint": "x"})
     for i, success in enumerate(successes, 1):
         append_eval_row(folder / "eval.csv", {"frames": 1000 * i, "episodes": 10 * i, "success_rate": success,
@@ -40,3 +40,11 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     (empty / "eval.csv").write_text("frames,episodes,success_rate,mean_return,wall_s\n")
     with pytest.raises(ValueError, match="holds no evaluation yet"):
         compare_runs([empty], tmp_path / "curves.png")
+
+
+def test_labels_name_a_novelty_weight_other_than_the_papers(tmp_path):
+    runs = [_run(tmp_path / "paper", "diffusion", [0.1], alpha=0.95),
+            _run(tmp_path / "half", "diffusion", [0.2], alpha=0.5),
+            _run(tmp_path / "sparse", "sparse", [0.0])]
+    labels = [run["label"] for run in compare_runs(runs, tmp_path / "curves.png")["runs"]]
+    assert labels == ["diffusion, seed 3", "diffusion, alpha 0.5, seed 3", "sparse, seed 3"]
