@@ -7,9 +7,10 @@
 Frames are uint8 (H, W, 3) at the model's input size (see models.data for cropping and
 resizing camera images). The raw reward is, by `kind` (models.rewards.REWARD_KINDS), the
 paper's entropy reward (an estimate of the negative conditional entropy of the next frame
-given the history ending at the current frame) or the likelihood of the current frame given
-the history before it; the standardised one uses the training experts' mean and std of that
-kind, stored in the checkpoint.
+given the history ending at the current frame), the likelihood of the current frame given
+the history before it, or that likelihood plus the likelihood that the scene stays at the
+current frame (likelihood_stay); the standardised one uses the training experts' mean and std
+of that kind, stored in the checkpoint.
 
 The first `warmup_frames` of an episode are not scored: their history reaches before the
 episode's first frame and is padded with it (as the paper's code pads), so it shows an arm that
@@ -92,14 +93,21 @@ class DiffusionReward:
     @property
     def history_lag(self) -> int:
         """How many frames before the scored frame its history ends: the entropy reward asks what
-        follows the scored frame, the likelihood reward how well the scored frame was predicted."""
-        return 0 if self.kind == "entropy" else self.video.config.frame_skip
+        follows the scored frame, the likelihood reward how well the scored frame was predicted;
+        likelihood_stay's history ends at the scored frame and holds the likelihood's in front."""
+        return self.video.config.frame_skip if self.kind == "likelihood" else 0
+
+    @property
+    def history_frames(self) -> int:
+        """Frames in the history score() reads: the model's condition frames, one more for
+        likelihood_stay, whose two conditions ([..., t - s] for the likelihood, [..., t] for the
+        stay) are that history without its last and without its first frame."""
+        return self.video.config.condition_frames + (self.kind == "likelihood_stay")
 
     @property
     def warmup_frames(self) -> int:
         """How many first frames of an episode are not scored (module docstring)."""
-        config = self.video.config
-        return history_warmup(config.condition_frames, config.frame_skip, self.history_lag)
+        return history_warmup(self.history_frames, self.video.config.frame_skip, self.history_lag)
 
     def standardize(self, raw: np.ndarray, frame_indices: np.ndarray) -> np.ndarray:
         """Standardised rewards of frames at these indices in their episode; 0 in the warm-up."""
@@ -112,17 +120,16 @@ class DiffusionReward:
         return self.encoder.encode(preprocess(frames, self.image_size)).flatten(1)
 
     def scoring_inputs(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """An episode's frames -> what score() needs for each: (F, k, 64) token histories (the first
-        frames' repeat frame 0) and (F, 64) tokens."""
+        """An episode's frames -> what score() needs for each: (F, history_frames, 64) token
+        histories (the first frames' repeat frame 0) and (F, 64) tokens."""
         tokens = self.encode(frames)
-        config = self.video.config
-        return episode_windows(tokens, config.condition_frames, config.frame_skip, lag=self.history_lag), tokens
+        return episode_windows(tokens, self.history_frames, self.video.config.frame_skip, lag=self.history_lag), tokens
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, tokens: torch.Tensor, *, seed: int | None = None,
               num_samples: int | None = None) -> np.ndarray:
-        """Raw reward of frames given as (N, k, 64) histories and their (N, 64) tokens (the entropy
-        reward reads only the histories). Each frame's noise is seeded by the seed and its own
+        """Raw reward of frames given as (N, history_frames, 64) histories and their (N, 64) tokens
+        (the entropy reward reads only the histories). Each frame's noise is seeded by the seed and its own
         tokens, so a frame scores the same alone or in a batch. seed and num_samples default to
         the ones this reward was made with."""
         num_samples = self.num_samples if num_samples is None else num_samples
@@ -130,6 +137,9 @@ class DiffusionReward:
         common = {"num_samples": num_samples, "skip": self.skip, "seed": seed, "backend": self.backend}
         if self.kind == "entropy":
             return self.video.entropy_reward(histories, **common).numpy()
+        if self.kind == "likelihood_stay":
+            stay = self.video.likelihood_reward(histories[:, 1:], tokens, **common)
+            return (self.video.likelihood_reward(histories[:, :-1], tokens, **common) + stay).numpy()
         return self.video.likelihood_reward(histories, tokens, **common).numpy()
 
     def label_episode(self, frames: np.ndarray) -> RewardLabels:
@@ -147,7 +157,7 @@ class StreamingReward:
     def __init__(self, reward: DiffusionReward):
         config = reward.video.config
         self.reward = reward
-        span = (config.condition_frames - 1) * config.frame_skip + 1 + reward.history_lag
+        span = (reward.history_frames - 1) * config.frame_skip + 1 + reward.history_lag
         self.buffer = TokenRingBuffer(capacity=span)
 
     def reset(self) -> None:
@@ -171,7 +181,7 @@ class StreamingReward:
             if restart:
                 self.buffer.reset()
             self.buffer.push(token, stamp_ns)
-            histories.append(self.buffer.history(config.condition_frames, config.frame_skip,
+            histories.append(self.buffer.history(self.reward.history_frames, config.frame_skip,
                                                  lag=self.reward.history_lag))
             indices.append(self.buffer.frames_in_episode - 1)
         raw = self.reward.score(torch.stack(histories), tokens)

@@ -39,7 +39,12 @@ def _as_float64(values: Any) -> np.ndarray:
 #               samples; it never looks at the frame that follows.
 #   likelihood  log p(frame t | history ending frame_skip frames before t): how well the observed
 #               frame fits the expert model (VIPER's kind of reward, on this model).
-REWARD_KINDS = ("entropy", "likelihood")
+#   likelihood_stay  likelihood + log p(frame t again, frame_skip frames later | history ending at t):
+#               frame t was predicted from its past, and the expert model expects the scene to stay
+#               there (experts stop at their goals). A still arm where an expert would move and a
+#               random arm's unfamiliar pose lose the second term, which the likelihood alone pays a
+#               still arm for. Two likelihood passes per frame (docs/ARCHITECTURE.md, Reward model).
+REWARD_KINDS = ("entropy", "likelihood", "likelihood_stay")
 
 
 def check_reward_kind(kind: str) -> str:

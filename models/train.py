@@ -370,8 +370,9 @@ def _loss_text(loss: torch.Tensor, worker: distributed.Worker) -> str:
     return f"loss {loss.item()}"
 
 
-# Each frame costs a reward call of each kind (~28 s per 512 frames on 2 cores). Measured on a full-budget
-# model (2638 training frames): 512 frames move the mean by <= 0.02 std and the std by <= 4% against 1024.
+# Each frame costs an entropy and two likelihood calls (the second, likelihood_stay's stay term, came after
+# this was measured: ~28 s per 512 frames on 2 cores without it). On a full-budget model (2638 training
+# frames) 512 frames move the mean by <= 0.02 std and the std by <= 4% against 1024.
 STATS_MAX_FRAMES = 512
 
 
@@ -391,7 +392,7 @@ def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.
     k, skip = config.condition_frames, config.frame_skip
     entropy_histories = torch.cat([episode_windows(t, k, skip) for t in tokens])
     likelihood_histories = torch.cat([episode_windows(t, k, skip, lag=skip) for t in tokens])
-    warmup = history_warmup(k, skip, lag=skip)  # the likelihood reward's, longer than the entropy's
+    warmup = history_warmup(k, skip, lag=skip)  # both likelihood kinds', longer than the entropy's
     scored = np.flatnonzero(np.concatenate([np.arange(len(t)) >= warmup for t in tokens]))
     if not len(scored):
         raise ValueError(f"no training expert episode is longer than the reward's {warmup} warm-up frames")
@@ -403,8 +404,11 @@ def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.
     rewards = {}
     for i in tqdm(mine, desc="reward statistics", unit="chunk", disable=not progress):
         entropy_history, likelihood_history, target = (part.to(worker.device) for part in chunks[i])
+        likelihood = rewards_model.likelihood_reward(likelihood_history, target).cpu()
+        # The stay term conditions on the history ending at t, the entropy reward's.
+        stay = rewards_model.likelihood_reward(entropy_history, target).cpu()
         rewards[i] = {"entropy": rewards_model.entropy_reward(entropy_history).cpu(),
-                      "likelihood": rewards_model.likelihood_reward(likelihood_history, target).cpu()}
+                      "likelihood": likelihood, "likelihood_stay": likelihood + stay}
     for other in distributed.gather_objects(rewards):
         rewards.update(other)
     return {kind: RewardStats.from_rewards(torch.cat([rewards[i][kind] for i in range(len(chunks))]))

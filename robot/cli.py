@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="diffusion: the paper's (diffusion + RND novelty + success); sparse: success only; "
                              "rnd: success + novelty")
     policy.add_argument("--reward-model", type=Path, default=None, help="video.ckpt from `drr train video` (diffusion)")
-    policy.add_argument("--reward-kind", default="entropy", choices=("entropy", "likelihood"))
+    policy.add_argument("--reward-kind", default="entropy",
+                        help="entropy (the paper's), likelihood or likelihood_stay; see models.rewards")
     policy.add_argument("--alpha", type=float, default=0.95, help="weight of the RND novelty (the paper's 0.95)")
     policy.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="DrQ-v2 sizes")
     policy.add_argument("--frames", type=int, default=100_000, help="env frames in all, action repeats included")
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_reward.add_argument("--split", default="test", choices=("train", "test", "all"))
     eval_reward.add_argument("--tasks", nargs="+", default=None)
     eval_reward.add_argument("--reward", default="entropy",
-                             help="entropy (the paper's) or likelihood (of the observed frame); see models.rewards")
+                             help="entropy (the paper's), likelihood (of the observed frame) or likelihood_stay "
+                                  "(that and the likelihood the scene stays there); see models.rewards")
     eval_reward.add_argument("--num-samples", type=int, default=1)
     eval_reward.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     eval_reward.add_argument("--onnx-dir", type=Path, default=None, help="from `drr export reward`")

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from models import distributed
+from models.rewards import REWARD_KINDS
 from models.train import STATS_MAX_FRAMES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ def test_torchrun_trains_codec_and_video_data_parallel(episodes, tmp_path):
     # every chosen frame scored, by one rank or the other: every frame past the warm-up (the tiny preset's
     # likelihood reward leaves 2 out per episode)
     scored = video["train_pairs"] - 2 * video["train_episodes"]
-    for kind in ("entropy", "likelihood"):
+    for kind in REWARD_KINDS:
         assert video["reward_stats"][kind]["count"] == min(scored, STATS_MAX_FRAMES)
     assert load_checkpoint(video["checkpoint"]).stats == video["reward_stats"]
     written_by_one_rank(tmp_path / "video", "video")

@@ -47,19 +47,21 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
 
     from models.data import load_frames, select_episodes
     from models.reward_model import DiffusionReward
+    from models.rewards import REWARD_KINDS, episode_windows
     from models.train import train_video
 
     codec = train_codec(episodes, tmp_path / "codec", "tiny", steps=20, progress=False)
     result = train_video(episodes, tmp_path / "video", codec["checkpoint"], "tiny", steps=40, progress=False)
     assert result["steps"] == 40
-    assert all(result["reward_stats"][kind]["std"] > 0 for kind in ("entropy", "likelihood"))
-    for kind in ("entropy", "likelihood"):
+    assert all(result["reward_stats"][kind]["std"] > 0 for kind in REWARD_KINDS)
+    for kind in REWARD_KINDS:
         reward = DiffusionReward.load(result["checkpoint"], preset="tiny", kind=kind)
         (episode,) = load_frames(select_episodes(episodes, split="all")[:1], reward.image_size, progress=False)
         labels = reward.label_episode(episode.frames)
         assert labels.raw.shape == labels.standardized.shape == (len(episode.frames),)
-        # The tiny preset: 2 condition frames at skip 1; the likelihood's history ends a frame earlier.
-        assert labels.warmup == reward.warmup_frames == {"entropy": 1, "likelihood": 2}[kind]
+        # The tiny preset: 2 condition frames at skip 1; the likelihood's history ends a frame earlier,
+        # likelihood_stay's spans both its conditions.
+        assert labels.warmup == reward.warmup_frames == {"entropy": 1, "likelihood": 2, "likelihood_stay": 2}[kind]
         assert np.all(labels.standardized[:labels.warmup] == 0)  # padded histories: not scored
         np.testing.assert_allclose(labels.standardized[labels.warmup:],
                                    reward.stats.standardize(labels.raw[labels.warmup:]), rtol=1e-6)
@@ -84,6 +86,14 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
         np.testing.assert_allclose(standardized, expected, rtol=1e-6, err_msg=kind)
     with pytest.raises(ValueError, match="reward kind must be one of"):
         DiffusionReward.load(result["checkpoint"], kind="curiosity")
+    # likelihood_stay is the likelihood of frame t plus that of frame t again given the history ending at t.
+    both, likelihood = (DiffusionReward.load(result["checkpoint"], kind=k) for k in ("likelihood_stay", "likelihood"))
+    tokens = likelihood.encode(episode.frames)
+    config = likelihood.video.config
+    stay = likelihood.video.likelihood_reward(episode_windows(tokens, config.condition_frames, config.frame_skip),
+                                              tokens).numpy()
+    np.testing.assert_allclose(both.label_episode(episode.frames).raw,
+                               likelihood.label_episode(episode.frames).raw + stay, rtol=1e-5)
 
     # A codec trained on further cannot continue (or silently stand in for) the finished video run.
     retrained = train_codec(episodes, tmp_path / "codec", "tiny", steps=22, progress=False)

@@ -35,6 +35,7 @@ from std_msgs.msg import String
 
 from drr_ros.episode_node import EVENTS_QOS
 from drr_ros.wiring import COMMAND_QOS, ERROR, OK, WARN, ConfigError, Diagnostics, Param, declare, main_of
+from models.rewards import REWARD_KINDS
 from robot.finetune import REWARDS, Finetuner, LearnerConfig, PolicyView
 
 STOPPED = (EpisodeEvent.ENDED, EpisodeEvent.ABORTED)
@@ -45,7 +46,7 @@ PARAMS = (
     Param("init_agent", "", "agent.ckpt to start from (a mirror run of `drr train policy`); '' = a new agent"),
     Param("reward", "sparse", "what labels each episode", choices=REWARDS),
     Param("reward_model", "", "reward diffusion: video.ckpt of `drr train video`"),
-    Param("reward_kind", "entropy", "reward diffusion: entropy or likelihood", choices=("entropy", "likelihood")),
+    Param("reward_kind", "entropy", "reward diffusion: which kind (models.rewards)", choices=REWARD_KINDS),
     Param("alpha", 0.95, "weight of the RND novelty (reward diffusion, rnd)", ge=0.0, le=1.0),
     Param("reward_crop", "center", "crop of the frames the reward model scores (its training crop)"),
     Param("crop", "center", "policy_node's crop: the buffer holds the frames the actor saw"),
