@@ -41,7 +41,7 @@ from models.codec import (
 )
 from models.data import EpisodeFrames, load_frames, select_episodes
 from models.diffusion import EMA, DiffusionConfig, VideoDiffusion, condition_windows
-from models.rewards import REWARD_KINDS, RewardStats, episode_windows, history_warmup
+from models.rewards import REWARD_KINDS, RewardStats, check_reward_kind, episode_windows, history_warmup
 
 
 @dataclass(frozen=True)
@@ -293,10 +293,15 @@ def encode_episodes(codec: VQGAN, episodes: Sequence[EpisodeFrames], batch: int 
 
 def train_video(data: str | Path, out: str | Path, codec_path: str | Path, preset: str = "cpu", *,
                 steps: int | None = None, seed: int = 0, tasks: Sequence[str] | None = None,
-                progress: bool = True) -> dict:
+                reward_kinds: Sequence[str] = REWARD_KINDS, progress: bool = True) -> dict:
     """Train (or resume) the conditional video diffusion model on the codec's tokens of the
-    train-split expert episodes, then store the reward's standardisation statistics;
+    train-split expert episodes, then store the standardisation statistics of these kinds of
+    reward (the checkpoint scores only those; resuming the finished run recomputes them);
     data-parallel when started by torchrun."""
+    if not reward_kinds:
+        raise ValueError(f"reward_kinds is empty: give one or more of {REWARD_KINDS}")
+    for kind in reward_kinds:
+        check_reward_kind(kind)
     schedule = _schedule(VIDEO_SCHEDULES, preset, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -355,7 +360,7 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
             bar.close()
             if writer:
                 writer.close()
-        stats = expert_reward_stats(model, ema, tokens, show, worker)
+        stats = expert_reward_stats(model, ema, tokens, show, worker, kinds=reward_kinds)
         if worker.is_main:
             _save_video(path, preset, config, model, ema, optimizer, codec_ckpt, fingerprint, step, stats,
                         trained_tasks)
@@ -378,8 +383,9 @@ STATS_MAX_FRAMES = 512
 
 def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.Tensor],
                         progress: bool = True, worker: distributed.Worker | None = None,
-                        max_frames: int = STATS_MAX_FRAMES) -> dict[str, RewardStats]:
-    """Mean and std of each kind of raw reward (EMA weights) over the training expert frames the
+                        max_frames: int = STATS_MAX_FRAMES,
+                        kinds: Sequence[str] = REWARD_KINDS) -> dict[str, RewardStats]:
+    """Mean and std of these kinds of raw reward (EMA weights) over the training expert frames the
     rewards score (past every kind's warm-up, models.reward_model), up to max_frames of them spread
     evenly over all episodes. With several ranks each scores every world_size-th chunk; each
     frame's reward is seeded by its own tokens, so the statistics are the same however the frames
@@ -404,15 +410,18 @@ def expert_reward_stats(model: VideoDiffusion, ema: EMA, tokens: Sequence[torch.
     rewards = {}
     for i in tqdm(mine, desc="reward statistics", unit="chunk", disable=not progress):
         entropy_history, likelihood_history, target = (part.to(worker.device) for part in chunks[i])
-        likelihood = rewards_model.likelihood_reward(likelihood_history, target).cpu()
-        # The stay term conditions on the history ending at t, the entropy reward's.
-        stay = rewards_model.likelihood_reward(entropy_history, target).cpu()
-        rewards[i] = {"entropy": rewards_model.entropy_reward(entropy_history).cpu(),
-                      "likelihood": likelihood, "likelihood_stay": likelihood + stay}
+        rewards[i] = {}
+        if "entropy" in kinds:
+            rewards[i]["entropy"] = rewards_model.entropy_reward(entropy_history).cpu()
+        if {"likelihood", "likelihood_stay"} & set(kinds):
+            rewards[i]["likelihood"] = rewards_model.likelihood_reward(likelihood_history, target).cpu()
+        if "likelihood_stay" in kinds:  # its stay term conditions on the history ending at t, the entropy reward's
+            stay = rewards_model.likelihood_reward(entropy_history, target).cpu()
+            rewards[i]["likelihood_stay"] = rewards[i]["likelihood"] + stay
     for other in distributed.gather_objects(rewards):
         rewards.update(other)
     return {kind: RewardStats.from_rewards(torch.cat([rewards[i][kind] for i in range(len(chunks))]))
-            for kind in REWARD_KINDS}
+            for kind in kinds}
 
 
 def _save_video(path: Path, preset: str, config: DiffusionConfig, model: VideoDiffusion, ema: EMA,

@@ -272,7 +272,7 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
         codec = train_codec(demos, models_dir, preset, steps=codec_steps, seed=seed, progress=progress)
     with _stage(seconds, "train_video"):
         video = train_video(demos, models_dir, codec["checkpoint"], preset, steps=video_steps, seed=seed,
-                            progress=progress)
+                            reward_kinds=reward_kinds, progress=progress)  # statistics of the kinds it scores
     with _stage(seconds, "evaluate"):
         figures = {kind: evaluate_reward(video["checkpoint"], demos, out / "eval" / kind, kind=kind,
                                          progress=progress) for kind in reward_kinds}

@@ -95,6 +95,18 @@ def test_video_model_trains_and_scores_episodes(episodes, tmp_path):
     np.testing.assert_allclose(both.label_episode(episode.frames).raw,
                                likelihood.label_episode(episode.frames).raw + stay, rtol=1e-5)
 
+    # Resuming the finished run recomputes the statistics, here of one kind: the others no longer score.
+    only = train_video(episodes, tmp_path / "video", codec["checkpoint"], "tiny", steps=40,
+                       reward_kinds=("likelihood",), progress=False)
+    assert set(only["reward_stats"]) == {"likelihood"}
+    assert only["reward_stats"]["likelihood"] == result["reward_stats"]["likelihood"]
+    with pytest.raises(ValueError, match=r"statistics for the \['likelihood'\] reward\(s\), not 'entropy'"):
+        DiffusionReward.load(only["checkpoint"], kind="entropy")
+    for bad in ((), ("curiosity",)):
+        with pytest.raises(ValueError, match="reward_kinds is empty|reward kind must be one of"):
+            train_video(episodes, tmp_path / "video", codec["checkpoint"], "tiny", steps=40,
+                        reward_kinds=bad, progress=False)
+
     # A codec trained on further cannot continue (or silently stand in for) the finished video run.
     retrained = train_codec(episodes, tmp_path / "codec", "tiny", steps=22, progress=False)
     before = (tmp_path / "video" / "video.ckpt").read_bytes()

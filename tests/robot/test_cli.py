@@ -87,6 +87,7 @@ def test_demo_records_trains_evaluates_and_resumes(tmp_path):
     first, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
     summary = json.loads(Path(first["summary"]).read_text())
     assert set(first["reward_eval"]) == {"likelihood"}  # the quick budget's kinds
+    assert set(summary["video"]["reward_stats"]) == {"likelihood"}  # statistics of only what it scores
     for figures in first["reward_eval"].values():
         assert set(figures["tasks"]) == {"sim:reach", "sim:push", "sim:drawer-open"}
         assert Path(figures["plot"]).is_file()
