@@ -53,6 +53,12 @@ def check_reward_kind(kind: str) -> str:
     return kind
 
 
+def check_reward_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    if not kinds:
+        raise ValueError(f"reward_kinds is empty: give one or more of {REWARD_KINDS}")
+    return tuple(check_reward_kind(kind) for kind in kinds)
+
+
 
 @dataclass(frozen=True)
 class RewardStats:

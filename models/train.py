@@ -41,7 +41,7 @@ from models.codec import (
 )
 from models.data import EpisodeFrames, load_frames, select_episodes
 from models.diffusion import EMA, DiffusionConfig, VideoDiffusion, condition_windows
-from models.rewards import REWARD_KINDS, RewardStats, check_reward_kind, episode_windows, history_warmup
+from models.rewards import REWARD_KINDS, RewardStats, check_reward_kinds, episode_windows, history_warmup
 
 
 @dataclass(frozen=True)
@@ -298,10 +298,7 @@ def train_video(data: str | Path, out: str | Path, codec_path: str | Path, prese
     train-split expert episodes, then store the standardisation statistics of these kinds of
     reward (the checkpoint scores only those; resuming the finished run recomputes them);
     data-parallel when started by torchrun."""
-    if not reward_kinds:
-        raise ValueError(f"reward_kinds is empty: give one or more of {REWARD_KINDS}")
-    for kind in reward_kinds:
-        check_reward_kind(kind)
+    check_reward_kinds(reward_kinds)
     schedule = _schedule(VIDEO_SCHEDULES, preset, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -248,13 +248,10 @@ def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5,
                  reward_kinds: Sequence[str] = ("entropy", "likelihood"), progress: bool = True) -> dict:
     """Record, train, evaluate these kinds of reward; returns (and writes to out/summary.json) the figures."""
     from models.evaluation import evaluate_reward
-    from models.rewards import REWARD_KINDS, check_reward_kind
+    from models.rewards import check_reward_kinds
     from models.train import train_codec, train_video
 
-    if not reward_kinds:
-        raise ValueError(f"reward_kinds is empty: give one or more of {REWARD_KINDS}")
-    for kind in reward_kinds:
-        check_reward_kind(kind)
+    check_reward_kinds(reward_kinds)
     if episodes < 2 or eval_episodes < 1:
         raise ValueError(f"--episodes must be >= 2 (some are held out) and --eval-episodes >= 1, "
                          f"got {episodes} and {eval_episodes}")
