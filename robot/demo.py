@@ -73,11 +73,12 @@ GRAPH_REAL_TIME_FACTOR = 2.0  # the mirror graph runs at twice real time in the 
 # Live scoring runs in real time: on 2 cores the cpu reward scores ~10 frames/s in batches next to
 # the graph, the camera's rate; at 2x its queue overflowed and the curves lost frames.
 SCORING_REAL_TIME_FACTOR = 1.0
+LIVE_POLICIES = {"scripted": "expert", "random": "random"}  # policy_node's policy -> the episodes' source
 
 
 def graph_overrides(task: str, real_time_factor: float, **by_node: dict) -> dict[str, dict]:
     """Parameters that put the sim graph on one mirror task, at a real-time factor, episodes of the
-    task's time limit started one after another; by_node adds or replaces per node."""
+    task's time limit; by_node adds or replaces per node."""
     from sim.tasks import TASKS
 
     sim_time = {"use_sim_time": real_time_factor != 1.0}
@@ -85,27 +86,29 @@ def graph_overrides(task: str, real_time_factor: float, **by_node: dict) -> dict
                                                     "policy_node", "reset_node", "episode_node", "recorder_node")}
     overrides["sim_arm_node"].update(task=task, real_time_factor=real_time_factor)
     time_limit_s = TASKS[task.partition(":")[2]].time_limit_s
-    overrides["episode_node"].update(task=task, episode_time_limit_s=time_limit_s, auto_start=True)
+    overrides["episode_node"].update(task=task, episode_time_limit_s=time_limit_s)
     for node, values in by_node.items():
         overrides[node].update(values)
     return overrides
 
 
-def run_graph_episodes(task: str, count: int, log_dir: Path, *, without: tuple[str, ...] = (),
-                       real_time_factor: float = GRAPH_REAL_TIME_FACTOR, **by_node: dict) -> list:
-    """Bring the sim graph up on `task`, run `count` episodes through it, bring it down; the
-    episodes' results (drr_ros.session.EpisodeResult: success, the Reward messages)."""
+def run_graph_episodes(task: str, batches: Sequence[tuple[int, dict[str, dict]]], log_dir: Path, *,
+                       without: tuple[str, ...] = (), real_time_factor: float = GRAPH_REAL_TIME_FACTOR,
+                       **by_node: dict) -> list[list]:
+    """Bring the sim graph up on `task` once and run batches of episodes through it: for each
+    (count, {node: {parameter: value}}), set those parameters between episodes (e.g. another
+    policy), then run `count` episodes; bring it down. Each batch's results
+    (drr_ros.session.EpisodeResult: success, the Reward messages)."""
     from drr_interfaces.srv import LabelEpisode
     from drr_ros.session import GraphSession, ros_context
     from std_srvs.srv import Trigger
 
     from robot.bringup import NodeProcesses, load_graph
 
-    by_node.setdefault("episode_node", {})["num_episodes"] = count
     overrides = graph_overrides(task, real_time_factor, **by_node)
     graph = load_graph("sim", overrides={n: v for n, v in overrides.items() if n not in without}, without=without)
     ros_context()
-    timeout_s = 60.0 + count * (graph.params["episode_node"]["episode_time_limit_s"] + 15.0) / real_time_factor
+    per_episode_s = (graph.params["episode_node"]["episode_time_limit_s"] + 15.0) / real_time_factor
     scoring = "reward_node" not in without
     with NodeProcesses(graph, log_dir) as nodes, GraphSession(
             reward_topic="reward_node/reward" if scoring else None) as session:
@@ -113,7 +116,12 @@ def run_graph_episodes(task: str, count: int, log_dir: Path, *, without: tuple[s
         if scoring:
             services["reward_node/label_episode"] = LabelEpisode  # offered once the model is loaded
         session.wait_ready([node.name for node in graph.nodes], services, timeout_s=120.0, check=nodes.check)
-        return session.run_episodes(count, timeout_s=timeout_s, check=nodes.check)
+        results = []
+        for count, parameters in batches:
+            for node, values in parameters.items():
+                session.set_parameters(node, **values)
+            results.append(session.run_episodes(count, timeout_s=60.0 + count * per_episode_s, check=nodes.check))
+        return results
 
 
 def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, progress: bool = True,
@@ -137,7 +145,7 @@ def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, pro
                                    f"rounds through the graph; see the node logs under {log_root} and {rejected}")
             if progress:
                 print(f"recording {count - len(done)} expert episodes of {task} through the graph", flush=True)
-            run_graph_episodes(task, count - len(done), log_root / f"record_{task.replace(':', '-')}",
+            run_graph_episodes(task, [(count - len(done), {})], log_root / f"record_{task.replace(':', '-')}",
                                without=("reward_node",),
                                sim_arm_node={"seed": seed + len(done) + len(failed)},  # a new scene each time
                                policy_node={"policy": "scripted"},
@@ -216,20 +224,20 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
     if done_file.exists() and json.loads(done_file.read_text()).get("key") == key:
         return json.loads(done_file.read_text())["figures"]  # this model was scored already: resume
     curves: dict[str, dict[str, list]] = {}
-    for task in mirror_tasks():
+    for task in mirror_tasks():  # one bring-up per task: the expert's episodes, then the random policy's
         count = live_episodes(task, episodes)
-        for offset, policy in enumerate(("scripted", "random")):
-            if progress:
-                print(f"scoring {count} {policy} episodes of {task} live in the graph", flush=True)
-            results = run_graph_episodes(task, count, log_root / f"score_{task.replace(':', '-')}_{policy}",
-                                         sim_arm_node={"seed": seed + 3000 + 100 * offset},
-                                         policy_node={"policy": policy, "seed": seed},
-                                         real_time_factor=SCORING_REAL_TIME_FACTOR,
-                                         reward_node={"model": str(model), "kind": kind, "queue_size": 64},
-                                         recorder_node={"out_dir": str(log_root / "scored_episodes"),
-                                                        "source": "expert" if policy == "scripted" else "random"})
-            source = "expert" if policy == "scripted" else "random"
-            curves.setdefault(task, {})[source] = [[r.standardized for r in result.rewards] for result in results]
+        if progress:
+            print(f"scoring {count} scripted and {count} random episodes of {task} live in the graph", flush=True)
+        batches = [(count, {"policy_node": {"policy": policy},
+                            "recorder_node": {"source": source, "policy": policy}})
+                   for policy, source in LIVE_POLICIES.items()]
+        results = run_graph_episodes(task, batches, log_root / f"score_{task.replace(':', '-')}",
+                                     sim_arm_node={"seed": seed + 3000}, policy_node={"seed": seed},
+                                     real_time_factor=SCORING_REAL_TIME_FACTOR,
+                                     reward_node={"model": str(model), "kind": kind, "queue_size": 64},
+                                     recorder_node={"out_dir": str(log_root / "scored_episodes")})
+        curves[task] = {source: [[r.standardized for r in result.rewards] for result in batch]
+                        for source, batch in zip(LIVE_POLICIES.values(), results, strict=True)}
     figures = {task: {f"mean_{source}": _mean(episodes) for source, episodes in by_source.items()}
                for task, by_source in curves.items()}
     result = {"plot": str(plot_reward_curves(curves, plot)), "kind": kind, "tasks": figures,

@@ -108,6 +108,11 @@ def test_demo_records_trains_evaluates_and_resumes(tmp_path):
     assert set(first["graph"]["tasks"]) == {"sim:reach", "sim:push", "sim:drawer-open"}
     live = json.loads(Path(first["graph"]["plot"]).with_suffix(".json").read_text())["curves"]
     assert len(live["sim:push"]["expert"]) == 1 and len(live["sim:reach"]["random"]) == 3  # as many frames
+    # One bring-up per task: the expert's episodes, then (policy and recorder switched) the random policy's.
+    scored = DatasetIndex.scan(tmp_path / "graph" / "scored_episodes").entries
+    assert sorted((e.task, e.source, e.metadata["policy"]) for e in scored) == sorted(
+        (task, source, policy) for task, by_source in live.items() for policy, source in
+        (("scripted", "expert"), ("random", "random")) for _ in by_source[source])
     # Re-running resumes: nothing is recorded twice and finished training is not redone.
     again, _ = drr("demo", "--out", str(tmp_path), "--episodes", "2", *fast)
     resumed = json.loads(Path(again["summary"]).read_text())

@@ -28,7 +28,9 @@ class FakeGraph:
     def __init__(self, outcomes: list[bool]):
         self.outcomes, self.calls = list(outcomes), []
 
-    def __call__(self, task, count, log_dir, *, without, sim_arm_node, policy_node, recorder_node):
+    def __call__(self, task, batches, log_dir, *, without, sim_arm_node, policy_node, recorder_node):
+        ((count, parameters),) = batches  # recording: one batch, nothing changed between episodes
+        assert parameters == {}
         self.calls.append((task, count, sim_arm_node["seed"]))
         out = Path(recorder_node["out_dir"])
         out.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ import pytest
 pytest.importorskip("rclpy")
 
 from drr_interfaces.msg import EpisodeEvent  # noqa: E402
-from drr_ros.messages import image_msg, stamp  # noqa: E402
+from drr_ros.messages import image_msg, parameters_request, stamp  # noqa: E402
 from drr_ros.wiring import COMMAND_QOS, SENSOR_QOS  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
+from rcl_interfaces.srv import SetParametersAtomically  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float64, String  # noqa: E402
 
@@ -112,6 +113,37 @@ def test_an_actor_without_weights_waits_and_unloadable_weights_are_refused(nodes
     probe.wait_for(lambda: "weights message is not JSON" in nodes.log("policy_node"), 10, "the bad message's log")
     time.sleep(0.3)
     assert not twists
+    for name, (code, log) in nodes.stop_all().items():
+        assert code == 0 and "Traceback" not in log, f"{name} exited {code}\n{log}"
+
+
+def set_policy(probe, **values):
+    return probe.call(SetParametersAtomically, "policy_node/set_parameters_atomically",
+                      parameters_request(**values)).result
+
+
+def test_the_policy_changes_between_episodes_and_never_during_one(nodes, probe, tmp_path):
+    twists, _, images, events = connect(nodes, probe, policy="zero", seed=3, actor=str(tmp_path / "actor.ckpt"))
+    image = image_msg(np.zeros((48, 64, 3), np.uint8), stamp(1), "camera_color_optical_frame")
+    events.publish(event(EpisodeEvent.STARTED, "running", index=1))
+    probe.wait_for(lambda: images.publish(image) or twists, 5, "the zero policy's first twist", poll_s=0.1)
+
+    refused = set_policy(probe, policy="random")
+    assert not refused.successful and "policy stays zero while episode 1 runs" in refused.reason
+    events.publish(event(EpisodeEvent.ENDED, "ending", index=1))
+    probe.wait_for(lambda: "episode 1 stopped" in nodes.log("policy_node"), 5, "the end of episode 1")
+    for values, reason in (({"policy": "greedy"}, "parameter policy = 'greedy' is invalid: expected one of zero"),
+                           ({"policy": "actor"}, "policy stays zero: actor = ")):  # its checkpoint is missing
+        refused = set_policy(probe, **values)
+        assert not refused.successful and reason in refused.reason, refused.reason
+    assert set_policy(probe, policy="random").successful
+
+    acted = len(twists)
+    events.publish(event(EpisodeEvent.STARTED, "running", index=2))
+    probe.wait_for(lambda: images.publish(image) or len(twists) > acted + 5, 5, "the random policy's twists",
+                   poll_s=0.1)
+    assert np.any([linear(m) for _, m in twists[acted + 1:]]), "still the zero policy after the change"
+    assert all(not np.any(linear(m)) for _, m in twists[:acted])
     for name, (code, log) in nodes.stop_all().items():
         assert code == 0 and "Traceback" not in log, f"{name} exited {code}\n{log}"
 

@@ -19,11 +19,12 @@ import pytest
 pytest.importorskip("rclpy")
 
 from drr_interfaces.msg import EpisodeEvent, Reward  # noqa: E402
-from drr_ros.messages import image_msg, stamp  # noqa: E402
+from drr_ros.messages import image_msg, parameters_request, stamp  # noqa: E402
 from drr_ros.wiring import COMMAND_QOS, SENSOR_QOS  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
 from mcap.reader import make_reader  # noqa: E402
 from mcap_ros2.decoder import DecoderFactory  # noqa: E402
+from rcl_interfaces.srv import SetParametersAtomically  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
 
@@ -92,6 +93,13 @@ def test_recorder_writes_readable_episodes_and_survives_sigkill(nodes, probe, st
     first = probe.wait_for(lambda: [e for e in DatasetIndex.scan(out).entries if e.complete], 10,
                            "the first episode's file to be finished")[0]
 
+    # The metadata may change while it runs (another policy): for the episodes that start after.
+    for values, reason in (({"source": "robot"}, "parameter source = 'robot' is invalid: expected one of"),
+                           ({"source": "expert", "policy": "scripted"}, "")):
+        answer = probe.call(SetParametersAtomically, "recorder_node/set_parameters_atomically",
+                            parameters_request(**values)).result
+        assert answer.successful == (not reason) and reason in answer.reason, answer.reason
+
     streams.send("run eeeeffff00001111 2")
     probe.wait_for(lambda: len(list(out.glob("*.mcap"))) == 2 and partial_frames(
         next(p for p in out.glob("*.mcap") if p != first.path)) >= 3, 20, "3 frames of the second episode on disk")
@@ -136,6 +144,7 @@ def test_recorder_writes_readable_episodes_and_survives_sigkill(nodes, probe, st
     assert index["aaaabbbbccccdddd"].complete and index["aaaabbbbccccdddd"].num_frames == 8
     cut = read_episode(index["eeeeffff00001111"].path, image_size=None)
     assert not cut.complete and cut.success is None and len(cut) >= 3
+    assert (cut.metadata["source"], cut.metadata["policy"]) == ("expert", "scripted")
     assert set(cut.stamps_ns.tolist()) <= set(range(published[-1], published[-1] + 10**4 * PERIOD_NS, PERIOD_NS))
     assert cut.frames.shape[1:] == (H, W, 3)
     assert "Traceback" not in nodes.log("recorder_node")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.srv import SetParametersAtomically
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64
 
@@ -98,3 +100,10 @@ def follow_event(follower: EpisodeFollower, msg, logger) -> EpisodeTransition | 
     except ValueError as error:
         logger.error(f"ignored an episode event: {error}", throttle_duration_sec=1.0)
         return None
+
+
+def parameters_request(**values) -> SetParametersAtomically.Request:
+    """A request to a node's ~/set_parameters_atomically that sets these parameters together (what
+    `ros2 param set` does one at a time); the type of each follows its Python value."""
+    return SetParametersAtomically.Request(
+        parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])

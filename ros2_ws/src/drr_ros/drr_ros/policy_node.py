@@ -20,6 +20,9 @@ Policies (parameter `policy`):
             exploration_std > 0 adds seeded Gaussian noise to its actions (fine-tuning, launch/finetune).
 New weights arrive on ~/weights as JSON {"path": ..., "version": N}: loaded on their own thread, and
 swapped in at the start of the next step (never mid-step); a version no newer than the current is ignored.
+The policy itself may change between episodes (`ros2 param set /policy_node policy random`, e.g. to
+score several policies in one bring-up): refused while an episode runs, and switching to `actor`
+is refused if its checkpoint does not load; the new policy acts from the next episode on.
 
 Subscribes:
   camera/camera/color/image_raw   sensor_msgs/Image (sensor QoS)
@@ -62,6 +65,7 @@ from drr_ros.wiring import (
     crop_of,
     declare,
     main_of,
+    on_change,
 )
 from robot.cameras import ImageError, check_image
 from robot.cameras.crop import CROP_HELP, crop_and_resize
@@ -86,7 +90,7 @@ TWIST_TOPIC, GRIPPER_TOPIC = "safety_gate/policy/twist", "safety_gate/policy/gri
 NEEDS = {"scripted": ("privileged",), "actor": ("proprio",)}
 
 PARAMS = (
-    Param("policy", "zero", "what acts", choices=POLICY_KINDS),
+    Param("policy", "zero", "what acts; may change between episodes", choices=POLICY_KINDS, runtime=True),
     Param("control_rate", 10.0, "Hz of commands (node clock)", gt=0.0, le=1000.0),
     Param("seed", 0, "random: seed + episode index seeds each episode", ge=0, le=2**31 - 1),
     Param("actor", "", "actor: the first checkpoint ('' = wait for ~/weights)"),
@@ -109,39 +113,65 @@ class PolicyNode(Node):
         self.crop = crop_of(p.crop)
         self.base_frame = calibration_of(p.calibration).base_frame
         self.p = p
-        self.weights = WeightSwap() if p.policy == "actor" else None
-        try:
-            first = load_actor(p.actor) if p.policy == "actor" and p.actor else None
-        except ActorLoadError as error:
-            raise ConfigError(f"parameter actor = {p.actor!r}: {error}") from None
-        if first is not None:
-            self.weights.offer(Weights(0, p.actor, first))
-        policy = make_policy(p.policy, seed=p.seed, max_linear_speed=p.max_linear_speed,
-                             exploration_std=p.exploration_std)
-        self.runner = PolicyRunner(policy, p.max_linear_speed, needs=NEEDS.get(p.policy, ()), weights=self.weights,
-                                   seed=p.seed)
         self.follower = EpisodeFollower()
         self.fingers = tuple(n.strip() for n in p.finger_joints.split(",") if n.strip())
         self._image = self._joints = self._ee = self._privileged = None
         self._task = ""
         self._rejected = self._failed = self._failed_reported = self._bad_weights = 0
+        self._subscribed: set[str] = set()  # inputs subscribed so far, by need
+        self.weights: WeightSwap | None = None  # made when an actor is first asked for
 
         self._twist_out = self.create_publisher(TwistStamped, TWIST_TOPIC, COMMAND_QOS)
         self._gripper_out = self.create_publisher(Float64, GRIPPER_TOPIC, COMMAND_QOS)
         self.create_subscription(Image, IMAGE_TOPIC, self._on_image, SENSOR_QOS)
         self.create_subscription(EpisodeEvent, EVENTS_TOPIC, self._on_event, COMMAND_QOS)
-        if "proprio" in self.runner.needs:
-            self.create_subscription(JointState, "joint_states", lambda m: setattr(self, "_joints", m), SENSOR_QOS)
-            self.create_subscription(PoseStamped, "ee_pose", lambda m: setattr(self, "_ee", m), SENSOR_QOS)
-        if "privileged" in self.runner.needs:
-            self.create_subscription(String, PRIVILEGED_TOPIC, self._on_privileged, SENSOR_QOS)
-        if self.weights is not None:  # loading a checkpoint must not stall the control loop
-            self.create_subscription(String, "~/weights", self._on_weights, COMMAND_QOS,
-                                     callback_group=MutuallyExclusiveCallbackGroup())
+        try:
+            self.runner = self._runner_for(p.policy)
+        except ActorLoadError as error:
+            raise ConfigError(f"parameter actor = {p.actor!r}: {error}") from None
+        on_change(self, PARAMS, self._on_parameters)
         self.diagnostics = Diagnostics(self, None, self._health)
         self.create_timer(1.0 / p.control_rate, self._step)
         self.get_logger().info(f"policy {p.policy} at {p.control_rate:g} Hz -> {TWIST_TOPIC}, {GRIPPER_TOPIC}; "
                                "acting while an episode runs")
+
+    def _runner_for(self, kind: str) -> PolicyRunner:
+        """A runner of this kind of policy, its inputs subscribed; ActorLoadError if an actor's first
+        checkpoint (parameter actor) does not load."""
+        if kind == "actor" and self.weights is None:
+            first = load_actor(self.p.actor) if self.p.actor else None
+            self.weights = WeightSwap()
+            if first is not None:
+                self.weights.offer(Weights(0, self.p.actor, first))
+            # Its own group: loading a checkpoint must not stall the control loop.
+            self.create_subscription(String, "~/weights", self._on_weights, COMMAND_QOS,
+                                     callback_group=MutuallyExclusiveCallbackGroup())
+        needs = NEEDS.get(kind, ())
+        if "proprio" in needs and "proprio" not in self._subscribed:
+            self.create_subscription(JointState, "joint_states", lambda m: setattr(self, "_joints", m), SENSOR_QOS)
+            self.create_subscription(PoseStamped, "ee_pose", lambda m: setattr(self, "_ee", m), SENSOR_QOS)
+        if "privileged" in needs and "privileged" not in self._subscribed:
+            self.create_subscription(String, PRIVILEGED_TOPIC, self._on_privileged, SENSOR_QOS)
+        self._subscribed.update(needs)
+        policy = make_policy(kind, seed=self.p.seed, max_linear_speed=self.p.max_linear_speed,
+                             exploration_std=self.p.exploration_std)
+        return PolicyRunner(policy, self.p.max_linear_speed, needs=needs,
+                            weights=self.weights if kind == "actor" else None, seed=self.p.seed)
+
+    def _on_parameters(self, values: dict) -> str | None:
+        """A new policy, between episodes only (the parameter service and the control loop share the
+        node's default callback group: a switch never lands mid-step)."""
+        kind = values["policy"]
+        if self.follower.running:
+            return (f"policy stays {self.p.policy} while episode {self.follower.episode} runs: change it "
+                    "between episodes")
+        try:
+            runner = self._runner_for(kind)
+        except ActorLoadError as error:
+            return f"policy stays {self.p.policy}: actor = {self.p.actor!r}: {error}"
+        self.runner, self.p.policy = runner, kind
+        self.get_logger().info(f"policy {kind} from the next episode")
+        return None
 
     # ------------------------------------------------------------ inputs
 

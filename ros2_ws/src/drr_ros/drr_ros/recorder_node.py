@@ -22,7 +22,8 @@ Subscribes:  camera/camera/color/image_raw, camera/camera/color/camera_info  (se
              safety_gate/status (drr_interfaces/SafetyStatus, transient local; parameter status_topic)
              episode/events (drr_interfaces/EpisodeEvent, reliable)
 Publishes:   /diagnostics   steps written and dropped, queue, frames without state, files, errors
-Parameters:  out_dir, source (metadata: teleop | policy | expert | ...), policy, robot, calibration
+Parameters:  out_dir, source (metadata: teleop | policy | expert | ...) and policy (both may change
+             while it runs, for the episodes that start after), robot, calibration
              (calibration id, base frame, camera when no CameraInfo comes), control_rate, decimate,
              max_state_offset_s, finger_joints (comma-separated: their positions sum to the gripper
              opening), queue_size, reward_topic, status_topic, max_episode_s.
@@ -59,6 +60,7 @@ from drr_ros.wiring import (
     declare,
     invalid,
     main_of,
+    on_change,
 )
 from robot.episodes import EVENT_CODES, SOURCES, EpisodeMetadata
 from robot.episodes.live import LiveRecorder, StepAssembler, ros2msg_definition
@@ -68,8 +70,10 @@ IMAGE, CAMERA_INFO = "camera/camera/color/image_raw", "camera/camera/color/camer
 EVENTS = "episode/events"
 PARAMS = (
     Param("out_dir", "~/drr_episodes", "folder the episode files go to"),
-    Param("source", "teleop", "who acts in the episodes (metadata)", choices=SOURCES),
-    Param("policy", "", "the policy's name or checkpoint (metadata)"),
+    Param("source", "teleop", "who acts in the episodes (metadata; may change: from the next episode)",
+          choices=SOURCES, runtime=True),
+    Param("policy", "", "the policy's name or checkpoint (metadata; may change: from the next episode)",
+          runtime=True),
     Param("robot", "panda-mirror", "the robot (metadata)"),
     Param("calibration", str(default_calibration_path()), "cell calibration YAML: id, base frame, camera"),
     Param("control_rate", 10.0, "Hz of the cell's control loop (metadata; the decimated frame rate)",
@@ -129,6 +133,7 @@ class RecorderNode(Node):
             self.create_subscription(SafetyStatus, p.status_topic, self._on_status, LATCHED_QOS)
         self.diagnostics = Diagnostics(self, p.control_rate, self._health)
         self.create_timer(1.0 / p.control_rate, self._tick)
+        on_change(self, PARAMS, self._on_parameters)
         self.get_logger().info(f"recording {p.source} episodes to {out_dir} at "
                                f"{p.control_rate:g} Hz{'' if p.decimate else ' (every frame)'}")
 
@@ -193,6 +198,12 @@ class RecorderNode(Node):
                 self.recorder.step(step)
 
     # ------------------------------------------------------------ episodes
+
+    def _on_parameters(self, values: dict) -> None:
+        """New metadata (source, policy) for the episodes that start from now on; an episode under way
+        keeps what it started with."""
+        vars(self.p).update(values)
+        self.get_logger().info(f"episodes from the next one: {', '.join(f'{k} {v!r}' for k, v in values.items())}")
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         event = _EVENT.get(msg.event, "")

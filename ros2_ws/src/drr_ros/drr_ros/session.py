@@ -1,12 +1,16 @@
-"""Drive a running graph from a script: start its episodes, follow their events, collect the
-rewards the reward node publishes. The main job (robot/demo.py) records demonstrations and
-scores episodes through the graph with it; a researcher can do the same from a notebook.
+"""Drive a running graph from a script: start its episodes, follow their events, set node
+parameters between episodes, collect the rewards the reward node publishes. The main job
+(robot/demo.py) records demonstrations and scores episodes through the graph with it; a researcher
+can do the same from a notebook.
 
     with GraphSession() as session:                 # rclpy context + a node of its own
-        episodes = session.run_episodes(3, timeout_s=120, check=nodes.check)
+        experts = session.run_episodes(3, timeout_s=120, check=nodes.check)
+        session.set_parameters("policy_node", policy="random")   # between episodes
+        randoms = session.run_episodes(3, timeout_s=120, check=nodes.check)
 
-The graph runs the episodes itself (episode_node with auto_start and num_episodes); this only
-presses start once and watches.
+run_episodes presses episode_node's start for each episode (as an operator would) and follows it
+to its end; the graph resets the cell in between. For a graph whose episode_node runs them itself
+(auto_start), press `start` once and follow `events`.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from dataclasses import dataclass, field
 
 import rclpy
 from drr_interfaces.msg import EpisodeEvent, Reward
+from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from drr_ros.episode_node import EVENTS_QOS
+from drr_ros.messages import parameters_request
 from drr_ros.wiring import COMMAND_QOS
 
 FINISHED = (EpisodeEvent.ENDED, EpisodeEvent.ABORTED)
@@ -85,30 +91,35 @@ class GraphSession(Node):
         self.spin_for(settle_s, check)
 
     def start(self, timeout_s: float, check: Callable[[], None] = lambda: None) -> None:
-        """Press episode_node's start, retrying while it refuses (the gate's status not seen yet)."""
+        """Press episode_node's start, again after each event while it refuses (the gate's status
+        not seen yet, the cell still resetting)."""
         deadline, answer = time.monotonic() + timeout_s, "no answer"
         while time.monotonic() < deadline:
             if self._start.service_is_ready():
+                seen = len(self.events)
                 future = self._start.call_async(Trigger.Request())
-                while not future.done() and time.monotonic() < deadline:
-                    self.spin_for(0.1, check)
+                self._spin_until(future.done, deadline, check)
                 if future.done() and future.result().success:
                     return
                 answer = future.result().message if future.done() else "no answer"
-            self.spin_for(0.5, check)
+                retry = min(deadline, time.monotonic() + 0.5)
+                self._spin_until(lambda seen=seen: len(self.events) > seen, retry, check)
+            else:
+                self.spin_for(0.1, check)
         raise TimeoutError(f"episode_node/start did not start an episode in {timeout_s:g} s: {answer}")
 
     def run_episodes(self, count: int, timeout_s: float, check: Callable[[], None] = lambda: None,
                      start_timeout_s: float = 60.0) -> list[EpisodeResult]:
-        """Start, then follow until `count` episodes have finished (ENDED or ABORTED)."""
+        """Start `count` episodes one after another, each once the cell is ready, and follow each to
+        its end (ENDED or ABORTED); with a reward topic, wait until their frames are scored."""
         first_event = len(self.events)
-        self.start(start_timeout_s, check)
         deadline = time.monotonic() + timeout_s
-        while len(self._finished(first_event)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self._finished(first_event))} of {count} episodes finished in "
-                                   f"{timeout_s:g} s; events: {[e.event for e in self.events[first_event:]]}")
-            self.spin_for(0.2, check)
+        for number in range(1, count + 1):
+            self.start(start_timeout_s, check)
+            self._spin_until(lambda number=number: len(self._finished(first_event)) >= number, deadline, check)
+            if len(self._finished(first_event)) < number:
+                raise TimeoutError(f"{number - 1} of {count} episodes finished in {timeout_s:g} s; events: "
+                                   f"{[e.event for e in self.events[first_event:]]}")
         finished = self._finished(first_event)[:count]
         if self.scoring:
             self._wait_for_rewards_up_to(_ns(finished[-1].header.stamp), REWARD_CATCH_UP_S, check)
@@ -120,6 +131,30 @@ class GraphSession(Node):
                               [r for r in self.rewards if started.get(e.episode_id, 0) <= _ns(r.header.stamp)
                                <= _ns(e.header.stamp)])
                 for e in finished]
+
+    def set_parameters(self, node: str, timeout_s: float = 10.0, **values) -> None:
+        """Set parameters of a running node together (its ~/set_parameters_atomically, as `ros2 param
+        set`); RuntimeError with the node's reason if it refuses, TimeoutError if it does not answer."""
+        client = self.create_client(SetParametersAtomically, f"{node}/set_parameters_atomically")
+        try:
+            deadline = time.monotonic() + timeout_s
+            self._spin_until(client.service_is_ready, deadline)
+            future = client.call_async(parameters_request(**values)) if client.service_is_ready() else None
+            if future is not None:
+                self._spin_until(future.done, deadline)
+            if future is None or not future.done():
+                raise TimeoutError(f"{node} did not answer setting {values} within {timeout_s:g} s")
+            result = future.result().result
+            if not result.successful:
+                raise RuntimeError(f"{node} refused {values}: {result.reason}")
+        finally:
+            self.destroy_client(client)
+
+    def _spin_until(self, condition: Callable[[], bool], deadline: float,
+                    check: Callable[[], None] = lambda: None) -> None:
+        while not condition() and time.monotonic() < deadline:
+            self._executor.spin_once(timeout_sec=0.02)
+            check()
 
     def _wait_for_rewards_up_to(self, stamp_ns: int, timeout_s: float, check: Callable[[], None]) -> None:
         """Until a reward of a frame stamped after stamp_ns arrives: the reward node scores in

@@ -1,8 +1,10 @@
 """What every drr_ros node shares: validated parameters, QoS profiles, /diagnostics and `main()`.
 
-Parameters are declared read-only (the nodes read them once at start-up) with a description and
-the accepted values in the descriptor, then checked here. A bad value ends the node with one log
-line naming the parameter, the value and what is accepted, and exit status 2, never a traceback.
+Parameters are declared with a description and the accepted values in the descriptor, then
+checked here. A bad value ends the node with one log line naming the parameter, the value and what
+is accepted, and exit status 2, never a traceback. They are read-only (read once at start-up)
+except those marked `runtime`: `ros2 param set` (or SetParameters) may change these while the node
+runs, checked the same way, and the node (`on_change`) takes the new value or says why not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -75,6 +77,7 @@ class Param:
     le: float | None = None
     choices: tuple[str, ...] = ()
     length: int | None = None  # lists: exact number of elements
+    runtime: bool = False  # may be set while the node runs (see on_change)
 
     def accepted(self) -> str:
         if isinstance(self.default, bool):
@@ -117,10 +120,27 @@ def declare(node: Node, params: Iterable[Param]) -> SimpleNamespace:
     for param in params:
         # dynamic_typing: the check above decides, so `-p speed:=1` is 1.0 rather than a type error.
         descriptor = ParameterDescriptor(name=param.name, description=param.description,
-                                         additional_constraints=param.accepted(), read_only=True,
+                                         additional_constraints=param.accepted(), read_only=not param.runtime,
                                          dynamic_typing=True)
         values[param.name] = param.check(node.declare_parameter(param.name, param.default, descriptor).value)
     return SimpleNamespace(**values)
+
+
+def on_change(node: Node, params: Iterable[Param], apply: Callable[[dict[str, Any]], str | None]) -> None:
+    """Let the node's `runtime` parameters change while it runs: the new values of one request are
+    checked as at start-up, then `apply` gets them all ({name: value}) and takes them, or returns why
+    not (the caller gets the reason; every value stays as it was)."""
+    runtime = {param.name: param for param in params if param.runtime}
+
+    def callback(changes: list) -> SetParametersResult:
+        try:
+            values = {c.name: runtime[c.name].check(c.value) for c in changes if c.name in runtime}
+        except ConfigError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        refusal = apply(values) if values else None  # others (use_sim_time, read-only ones): rclpy's rules
+        return SetParametersResult(successful=refusal is None, reason=refusal or "")
+
+    node.add_on_set_parameters_callback(callback)
 
 
 class Diagnostics:
