@@ -76,18 +76,23 @@ SCORING_REAL_TIME_FACTOR = 1.0
 LIVE_POLICIES = {"scripted": "expert", "random": "random"}  # policy_node's policy -> the episodes' source
 
 
-def graph_overrides(task: str, real_time_factor: float, **by_node: dict) -> dict[str, dict]:
-    """Parameters that put the sim graph on one mirror task, at a real-time factor, episodes of the
-    task's time limit; by_node adds or replaces per node."""
+def task_parameters(task: str) -> dict[str, dict]:
+    """The parameters that put the sim graph on a mirror task: the mirror's, and episodes of the
+    task's time limit (at start-up, or set between episodes)."""
     from sim.tasks import TASKS
 
+    time_limit_s = TASKS[task.partition(":")[2]].time_limit_s
+    return {"sim_arm_node": {"task": task}, "episode_node": {"task": task, "episode_time_limit_s": time_limit_s}}
+
+
+def graph_overrides(task: str, real_time_factor: float, **by_node: dict) -> dict[str, dict]:
+    """Parameters that put the sim graph on one mirror task at a real-time factor; by_node adds or
+    replaces per node."""
     sim_time = {"use_sim_time": real_time_factor != 1.0}
     overrides = {node: dict(sim_time) for node in ("sim_arm_node", "safety_gate", "camera_node", "reward_node",
                                                     "policy_node", "reset_node", "episode_node", "recorder_node")}
-    overrides["sim_arm_node"].update(task=task, real_time_factor=real_time_factor)
-    time_limit_s = TASKS[task.partition(":")[2]].time_limit_s
-    overrides["episode_node"].update(task=task, episode_time_limit_s=time_limit_s)
-    for node, values in by_node.items():
+    overrides["sim_arm_node"]["real_time_factor"] = real_time_factor
+    for node, values in [*task_parameters(task).items(), *by_node.items()]:
         overrides[node].update(values)
     return overrides
 
@@ -96,9 +101,9 @@ def run_graph_episodes(task: str, batches: Sequence[tuple[int, dict[str, dict]]]
                        without: tuple[str, ...] = (), real_time_factor: float = GRAPH_REAL_TIME_FACTOR,
                        **by_node: dict) -> list[list]:
     """Bring the sim graph up on `task` once and run batches of episodes through it: for each
-    (count, {node: {parameter: value}}), set those parameters between episodes (e.g. another
-    policy), then run `count` episodes; bring it down. Each batch's results
-    (drr_ros.session.EpisodeResult: success, the Reward messages)."""
+    (count, {node: {parameter: value}}), set those parameters once the cell is idle (another
+    policy, another task: task_parameters), then run `count` episodes; bring it down. Each
+    batch's results (drr_ros.session.EpisodeResult: success, the Reward messages)."""
     from drr_interfaces.srv import LabelEpisode
     from drr_ros.session import GraphSession, ros_context
     from std_srvs.srv import Trigger
@@ -108,7 +113,10 @@ def run_graph_episodes(task: str, batches: Sequence[tuple[int, dict[str, dict]]]
     overrides = graph_overrides(task, real_time_factor, **by_node)
     graph = load_graph("sim", overrides={n: v for n, v in overrides.items() if n not in without}, without=without)
     ros_context()
-    per_episode_s = (graph.params["episode_node"]["episode_time_limit_s"] + 15.0) / real_time_factor
+    from sim.tasks import TASKS
+
+    longest_s = max(task.time_limit_s for task in TASKS.values())
+    per_episode_s = (longest_s + 15.0) / real_time_factor
     scoring = "reward_node" not in without
     with NodeProcesses(graph, log_dir) as nodes, GraphSession(
             reward_topic="reward_node/reward" if scoring else None) as session:
@@ -118,6 +126,8 @@ def run_graph_episodes(task: str, batches: Sequence[tuple[int, dict[str, dict]]]
         session.wait_ready([node.name for node in graph.nodes], services, timeout_s=120.0, check=nodes.check)
         results = []
         for count, parameters in batches:
+            if parameters:
+                session.wait_idle(60.0, nodes.check)
             for node, values in parameters.items():
                 session.set_parameters(node, **values)
             results.append(session.run_episodes(count, timeout_s=60.0 + count * per_episode_s, check=nodes.check))
@@ -210,9 +220,10 @@ def live_episodes(task: str, episodes: int) -> int:
 
 def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, plot: Path,
                         kind: str = "entropy", progress: bool = True) -> dict:
-    """The trained reward (of this kind) live in the graph: per mirror task, scripted-expert and random
-    episodes (`episodes` of the longest task, live_episodes of shorter ones), each frame scored by
-    reward_node; their curves (PNG) and mean standardised rewards."""
+    """The trained reward (of this kind) live in the graph, brought up once: per mirror task (switched
+    between episodes), scripted-expert and then random episodes (`episodes` of the longest task,
+    live_episodes of shorter ones), each frame scored by reward_node; their curves (PNG) and mean
+    standardised rewards."""
     from models.checkpoint import load_checkpoint
     from models.evaluation import plot_reward_curves
     from sim.registry import mirror_tasks
@@ -223,21 +234,25 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
            "kind": kind, "episodes": episodes, "seed": seed}
     if done_file.exists() and json.loads(done_file.read_text()).get("key") == key:
         return json.loads(done_file.read_text())["figures"]  # this model was scored already: resume
-    curves: dict[str, dict[str, list]] = {}
-    for task in mirror_tasks():  # one bring-up per task: the expert's episodes, then the random policy's
+    batches, plan = [], []  # one bring-up: per task, the expert's episodes, then the random policy's
+    for task in mirror_tasks():
         count = live_episodes(task, episodes)
-        if progress:
-            print(f"scoring {count} scripted and {count} random episodes of {task} live in the graph", flush=True)
-        batches = [(count, {"policy_node": {"policy": policy},
-                            "recorder_node": {"source": source, "policy": policy}})
-                   for policy, source in LIVE_POLICIES.items()]
-        results = run_graph_episodes(task, batches, log_root / f"score_{task.replace(':', '-')}",
-                                     sim_arm_node={"seed": seed + 3000}, policy_node={"seed": seed},
-                                     real_time_factor=SCORING_REAL_TIME_FACTOR,
-                                     reward_node={"model": str(model), "kind": kind, "queue_size": 64},
-                                     recorder_node={"out_dir": str(log_root / "scored_episodes")})
-        curves[task] = {source: [[r.standardized for r in result.rewards] for result in batch]
-                        for source, batch in zip(LIVE_POLICIES.values(), results, strict=True)}
+        batches += [(count, {**task_parameters(task), "policy_node": {"policy": policy},
+                             "recorder_node": {"source": source, "policy": policy}})
+                    for policy, source in LIVE_POLICIES.items()]
+        plan.append(f"{count} scripted and {count} random episodes of {task}")
+    if progress:
+        print(f"scoring {'; '.join(plan)} live in the graph", flush=True)
+    results = run_graph_episodes(mirror_tasks()[0], batches, log_root / "score",
+                                 sim_arm_node={"seed": seed + 3000}, policy_node={"seed": seed},
+                                 real_time_factor=SCORING_REAL_TIME_FACTOR,
+                                 reward_node={"model": str(model), "kind": kind, "queue_size": 64},
+                                 recorder_node={"out_dir": str(log_root / "scored_episodes")})
+    curves: dict[str, dict[str, list]] = {}
+    for (_, params), batch in zip(batches, results, strict=True):
+        source = params["recorder_node"]["source"]
+        curves.setdefault(params["episode_node"]["task"], {})[source] = [
+            [r.standardized for r in result.rewards] for result in batch]
     figures = {task: {f"mean_{source}": _mean(episodes) for source, episodes in by_source.items()}
                for task, by_source in curves.items()}
     result = {"plot": str(plot_reward_curves(curves, plot)), "kind": kind, "tasks": figures,

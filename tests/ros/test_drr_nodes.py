@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("rclpy")
 
-from drr_interfaces.msg import SafetyStatus  # noqa: E402
-from drr_ros.messages import image_of, pose_of, stamp_ns  # noqa: E402
+from drr_interfaces.msg import EpisodeEvent, SafetyStatus  # noqa: E402
+from drr_ros.messages import image_of, parameters_request, pose_of, stamp_ns  # noqa: E402
 from drr_ros.wiring import CLOCK_QOS, COMMAND_QOS, LATCHED_QOS, SENSOR_QOS  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
+from rcl_interfaces.srv import SetParametersAtomically  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64, String  # noqa: E402
@@ -298,10 +299,10 @@ def test_bad_parameter_exits_non_zero_naming_it_without_a_traceback(nodes, execu
 # ---------------------------------------------------------------- reset
 
 
-def render_scene(seed: int, size: tuple[int, int]) -> np.ndarray:
+def render_scene(seed: int, size: tuple[int, int], task: str = "reach") -> np.ndarray:
     from sim.envs import MirrorEnv
 
-    env = MirrorEnv("reach", image_size=size)
+    env = MirrorEnv(task, image_size=size)
     env.reset(seed=seed)
     image = env.render_camera(*size)
     env.close()
@@ -342,6 +343,40 @@ def test_reset_on_the_mirror_homes_the_arm_and_rerandomises_the_scene(nodes, pro
     took_control = next(t for t, msg in status if t > called and msg.active_source == "reset")
     released = next(t for t, msg in status if t > took_control and msg.active_source != "reset")
     assert released <= answered + 0.05, f"reset source released {released - answered:.2f} s after the answer"
+    assert_clean_exit(nodes)
+
+
+def test_the_mirror_changes_task_between_episodes_only(nodes, probe):
+    size = (120, 160)
+    nodes.start("sim_arm_node", task="sim:reach", seed=0, camera_rate=5.0, image_width=size[1], image_height=size[0])
+    privileged = probe.record(String, "sim_arm_node/privileged", SENSOR_QOS)
+    images = probe.record(Image, "sim_arm_node/camera/image_raw", SENSOR_QOS)
+    events = probe.publisher(EpisodeEvent, "episode/events", COMMAND_QOS)
+    probe.wait_for(lambda: privileged and events.get_subscription_count(), 20, "sim_arm_node up")
+
+    def set_task(task: str):
+        return probe.call(SetParametersAtomically, "sim_arm_node/set_parameters_atomically",
+                          parameters_request(task=task)).result
+
+    assert "parameter task = 'sim:fly' is invalid: expected one of sim:" in set_task("sim:fly").reason
+
+    def event(code: int, state: str) -> EpisodeEvent:
+        return EpisodeEvent(event=code, state=state, episode_index=1, episode_id="e1", task="sim:reach")
+
+    events.publish(event(EpisodeEvent.STARTED, "running"))
+    probe.wait_for(lambda: "task stays sim:reach while an episode runs" in set_task("sim:push").reason, 5,
+                   "the change refused while the episode runs")
+    events.publish(event(EpisodeEvent.ENDED, "ending"))
+    probe.wait_for(lambda: set_task("sim:push").successful, 5, "the change taken between episodes")
+    changed = time.monotonic()
+    probe.wait_for(lambda: privileged[-1][0] > changed and parse_privileged(privileged[-1][1].data)[0] == "sim:push",
+                   5, "push's privileged state")
+    # The camera shows push's scene at the next seed (1), rendered by the rebuilt mirror.
+    probe.wait_for(lambda: images and images[-1][0] > changed + 0.5, 10, "an image after the change")
+    seen = image_of(images[-1][1]).astype(float)
+    to_push, to_reach = (float(np.abs(seen - render_scene(1, size, task)).mean()) for task in ("push", "reach"))
+    assert to_push < 1.0 and to_reach > 3 * to_push, (to_push, to_reach)
+    assert "scene re-randomised: sim:push seed 1" in nodes.log("sim_arm_node")
     assert_clean_exit(nodes)
 
 

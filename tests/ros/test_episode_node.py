@@ -16,7 +16,9 @@ pytest.importorskip("rclpy")
 
 from drr_interfaces.msg import EpisodeEvent, SafetyStatus  # noqa: E402
 from drr_ros.episode_node import EVENTS_QOS  # noqa: E402
+from drr_ros.messages import parameters_request  # noqa: E402
 from drr_ros.wiring import LATCHED_QOS  # noqa: E402
+from rcl_interfaces.srv import SetParametersAtomically  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 NAMES = {EpisodeEvent.STARTED: "STARTED", EpisodeEvent.SUCCESS_MARKED: "SUCCESS_MARKED", EpisodeEvent.ENDED: "ENDED",
@@ -100,9 +102,19 @@ def test_services_run_an_episode_reset_it_and_abort_on_a_failed_or_slow_reset(no
     # The cell reports its calls on a pipe, which can trail the events over DDS on a loaded machine.
     probe.wait_for(lambda: len(cell.calls) == 1, 10, "the cell's report of the reset call")
 
+    # While idle the next episodes' task and time limit may change, checked as at start-up; not while one runs.
+    def set_parameters(**values):
+        return probe.call(SetParametersAtomically, "episode_node/set_parameters_atomically",
+                          parameters_request(**values)).result
+
+    assert "parameter episode_time_limit_s = -1.0 is invalid" in set_parameters(episode_time_limit_s=-1.0).reason
+    assert set_parameters(task="sim:reach", episode_time_limit_s=1.0).successful
     cell.send("reset fail")
-    assert call(probe, "start").success and call(probe, "stop").success
-    wait_event(probe, received, "ABORTED")
+    assert call(probe, "start").success
+    refused = set_parameters(task="sim:push")
+    assert not refused.successful and "change while idle; episode_node is running" in refused.reason
+    wait_event(probe, received, "ABORTED")  # it ran to the new time limit
+    assert ("ENDED", "timeout", "ending") in events(received)
     assert events(received)[-1] == ("ABORTED", "reset_failed", "idle")
     probe.wait_for(lambda: len(cell.calls) == 2, 10, "the cell's report of the failed reset call")
 
@@ -111,6 +123,7 @@ def test_services_run_an_episode_reset_it_and_abort_on_a_failed_or_slow_reset(no
     wait_event(probe, received, "ABORTED", count=2)
     assert events(received)[-1] == ("ABORTED", "reset_timeout", "idle")
     assert received[-1][1].episode_index == 3
+    assert {m.task for _, m in received[5:]} == {"sim:reach"}
     probe.wait_for(lambda: len(cell.calls) == 3, 10, "the slow reset's late answer")
     time.sleep(0.3)
     assert len(received) == 13  # the late answer changed nothing
@@ -141,6 +154,7 @@ def test_an_e_stop_aborts_the_episode_and_blocks_starts_until_cleared_then_auto_
     wait_event(probe, received, "STARTED", count=3)  # reset done: the next episode starts by itself
     assert events(received)[-2:] == [("RESET_DONE", "reset_done", "idle"), ("STARTED", "start", "running")]
     assert received[-1][1].episode_index == 3
+    assert {m.task for _, m in received[5:]} == {"sim:reach"}
     assert call(probe, "stop").success
     wait_event(probe, received, "RESET_DONE", count=2)
     time.sleep(0.3)

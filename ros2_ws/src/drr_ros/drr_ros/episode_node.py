@@ -15,13 +15,15 @@ Publishes:   episode/events       drr_interfaces/EpisodeEvent, one per transitio
              /diagnostics         state, episode, e-stop, last reset
 Services:    ~/start, ~/stop, ~/mark_success   std_srvs/Trigger (success=false with the reason if refused)
 Calls:       reset_node/reset     std_srvs/Trigger (parameter reset_service; "" skips the reset)
-Parameters:  task, episode_time_limit_s, ending_s, reset_timeout_s, auto_start, num_episodes,
-             require_safety_status, reset_service, tick_rate.
+Parameters:  task and episode_time_limit_s (both may change while the cell is idle, for the next
+             episode), ending_s, reset_timeout_s, auto_start, num_episodes, require_safety_status,
+             reset_service, tick_rate.
 Time (timeouts, stamps) is the node's clock: sim time with use_sim_time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from drr_interfaces.msg import EpisodeEvent, SafetyStatus
@@ -29,7 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from drr_ros.wiring import ERROR, LATCHED_QOS, OK, WARN, Diagnostics, Param, declare, invalid, main_of
+from drr_ros.wiring import ERROR, LATCHED_QOS, OK, WARN, Diagnostics, Param, declare, invalid, main_of, on_change
 from robot.episodes import EpisodeEventRecord, EpisodeStateMachine, EpisodeTimeouts, InvalidTransition
 from robot.episodes.runner import EpisodeRunner
 
@@ -38,9 +40,10 @@ EVENTS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histor
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _DEFAULTS = EpisodeTimeouts()
 PARAMS = (
-    Param("task", "sim:reach", "task id of the episodes (metadata for recorder, policy and reward)"),
-    Param("episode_time_limit_s", _DEFAULTS.episode_s, "s an episode runs before it ends by itself",
-          gt=0.0, le=86400.0),
+    Param("task", "sim:reach", "task id of the episodes (metadata for recorder, policy and reward); may change "
+          "while idle", runtime=True),
+    Param("episode_time_limit_s", _DEFAULTS.episode_s, "s an episode runs before it ends by itself; may change "
+          "while idle", gt=0.0, le=86400.0, runtime=True),
     Param("ending_s", _DEFAULTS.ending_s, "s between ENDED and the reset (recorder closes, arm stops)",
           gt=0.0, le=60.0),
     Param("reset_timeout_s", _DEFAULTS.reset_s, "s the reset may take before the episode is ABORTED",
@@ -73,10 +76,25 @@ class EpisodeNode(Node):
             self.create_service(Trigger, f"~/{name}", lambda request, response, act=action: self._serve(act, response))
         self.diagnostics = Diagnostics(self, p.tick_rate, self._health)
         self.create_timer(1.0 / p.tick_rate, self._tick)
+        on_change(self, PARAMS, self._on_parameters)
         self.get_logger().info(f"task {p.task}: episodes of {p.episode_time_limit_s:g} s, reset by "
                                f"{self._reset.srv_name if self._reset else 'nobody (reset_service empty)'}"
                                f"{', auto-start' if p.auto_start else ''}"
                                f"{f', {p.num_episodes} episodes' if p.num_episodes else ''}")
+
+    def _on_parameters(self, values: dict) -> str | None:
+        """The next episodes' task or time limit, while idle: a running episode, or a cell ending or
+        resetting one, keeps what it started with."""
+        machine = self.runner.machine
+        if machine.state != "idle":
+            return f"the task and time limit change while idle; episode_node is {machine.state}"
+        if not values.get("task", self.runner.task).strip():
+            return f"parameter task = {values['task']!r} is invalid: expected a task id, e.g. sim:reach"
+        self.runner.task = values.get("task", self.runner.task)
+        if "episode_time_limit_s" in values:
+            machine.timeouts = dataclasses.replace(machine.timeouts, episode_s=values["episode_time_limit_s"])
+        self.get_logger().info(f"next episodes: task {self.runner.task}, {machine.timeouts.episode_s:g} s")
+        return None
 
     def _serve(self, action, response: Trigger.Response) -> Trigger.Response:
         try:

@@ -5,7 +5,7 @@ can do the same from a notebook.
 
     with GraphSession() as session:                 # rclpy context + a node of its own
         experts = session.run_episodes(3, timeout_s=120, check=nodes.check)
-        session.set_parameters("policy_node", policy="random")   # between episodes
+        session.set_parameters("policy_node", policy="random")   # between episodes (wait_idle for the task)
         randoms = session.run_episodes(3, timeout_s=120, check=nodes.check)
 
 run_episodes presses episode_node's start for each episode (as an operator would) and follows it
@@ -131,6 +131,15 @@ class GraphSession(Node):
                               [r for r in self.rewards if started.get(e.episode_id, 0) <= _ns(r.header.stamp)
                                <= _ns(e.header.stamp)])
                 for e in finished]
+
+    def wait_idle(self, timeout_s: float, check: Callable[[], None] = lambda: None) -> None:
+        """Until episode_node is idle (the last episode's reset done), e.g. before changing its task."""
+        def idle() -> bool:
+            return not self.events or self.events[-1].state == "idle"
+
+        self._spin_until(idle, time.monotonic() + timeout_s, check)
+        if not idle():
+            raise TimeoutError(f"episode_node not idle after {timeout_s:g} s: {self.events[-1].state}")
 
     def set_parameters(self, node: str, timeout_s: float = 10.0, **values) -> None:
         """Set parameters of a running node together (its ~/set_parameters_atomically, as `ros2 param

@@ -40,8 +40,9 @@ Services:
   ~/randomize              std_srvs/Trigger: re-randomise the scene with the next seed (seed + 1,
                            + 2, ...) and put the arm at the task's start pose (home, with the env's
                            start jitter); the reset_node calls it on the mirror
-Parameters: task (sim:reach | sim:push | sim:drawer-open), control_rate, camera_rate (0: no camera),
-  image_width, image_height (0: calibrated), calibration, seed, real_time_factor, command_timeout_s.
+Parameters: task (sim:reach | sim:push | sim:drawer-open; may change between episodes: the mirror is
+  rebuilt on the new task's next scene), control_rate, camera_rate (0: no camera), image_width,
+  image_height (0: calibrated), calibration, seed, real_time_factor, command_timeout_s.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from drr_ros.wiring import (
     declare,
     invalid,
     main_of,
+    on_change,
 )
 from robot.policy_runtime import privileged_message
 from robot.types import ArmCommand
@@ -81,7 +83,7 @@ from sim.envs import MirrorEnv
 from sim.registry import mirror_tasks
 
 PARAMS = (
-    Param("task", "sim:reach", "mirror task", choices=mirror_tasks()),
+    Param("task", "sim:reach", "mirror task; may change between episodes", choices=mirror_tasks(), runtime=True),
     # Servo-like: a new twist takes effect within 20 ms, as behind MoveIt Servo. At the policy's 10 Hz a twist
     # would wait up to a whole period, running the last one meanwhile, which the gate's dead reckoning
     # (its output runs from the moment it is computed) does not expect: near a wall that overshoots.
@@ -113,10 +115,10 @@ class SimArmNode(Node):
             raise invalid("image_width", p.image_width, f"set both image_width and image_height, or neither "
                           f"(image_height = {p.image_height})")
         self.image_size = (p.image_height or calibration.camera.height, p.image_width or calibration.camera.width)
+        self.calibration = calibration
         try:
-            controller = ControllerConfig(control_hz=p.control_rate)
-            self.env = MirrorEnv(p.task.partition(":")[2], image_size=self.image_size, calibration=calibration,
-                                 angular=True, controller=controller)
+            self.controller = ControllerConfig(control_hz=p.control_rate)
+            self.env = self._mirror(p.task)
         except ValueError as error:  # a control rate that is no whole number of servo periods
             raise invalid("control_rate", p.control_rate, str(error)) from None
         self.p, self.base_frame, self.optical_frame = p, calibration.base_frame, calibration.camera.frame_id
@@ -148,8 +150,25 @@ class SimArmNode(Node):
         self.diagnostics = Diagnostics(self, rate, self._health)
         # Wall-clock timer: this node makes sim time, so it must not wait for it.
         self.create_timer(1.0 / rate, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        on_change(self, PARAMS, self._on_parameters)
         self.get_logger().info(f"{p.task} (seed {p.seed}) at {p.control_rate:g} Hz x{p.real_time_factor:g}, camera "
                                f"{self.image_size[1]}x{self.image_size[0]} at {p.camera_rate:g} Hz")
+
+    def _mirror(self, task: str) -> MirrorEnv:
+        return MirrorEnv(task.partition(":")[2], image_size=self.image_size, calibration=self.calibration,
+                         angular=True, controller=self.controller)
+
+    def _on_parameters(self, values: dict) -> str | None:
+        """Another task, between episodes: the mirror rebuilt on it, at the next scene's seed. The
+        timer shares the node's callback group with the parameter service: no step runs meanwhile."""
+        task = values["task"]
+        if self._episode_running:
+            return f"task stays {self.p.task} while an episode runs: change it between episodes"
+        if task != self.p.task:
+            old, self.env, self.p.task = self.env, self._mirror(task), task
+            old.close()
+            self._on_randomize(Trigger.Request(), Trigger.Response())
+        return None
 
     def destroy_node(self) -> None:
         # The GL context, while the interpreter can still release it cleanly (rclpy also destroys a
