@@ -66,10 +66,7 @@ class GraphSession(Node):
         self.destroy_node()
 
     def spin_for(self, seconds: float, check: Callable[[], None] = lambda: None) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._executor.spin_once(timeout_sec=0.05)
-            check()
+        self._spin_until(lambda: False, time.monotonic() + seconds, check)
 
     def wait_ready(self, nodes: list[str], services: dict[str, type], timeout_s: float,
                    check: Callable[[], None] = lambda: None, settle_s: float = 1.0) -> None:
