@@ -135,15 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="quick: about 14 min on 2 cores; full: the cpu preset's whole schedules trained on 20 "
                            "expert episodes per task (the reward figures of the docs, about 25 min); "
                            "flags below override")
-    demo.add_argument("--episodes", type=int, default=None,
-                      help="expert episodes trained on of the longest mirror task; shorter tasks get as many "
-                           "frames (robot.demo.frame_matched_episodes)")
+    demo.add_argument("--episodes", type=int, default=None, help="expert episodes per mirror task trained on")
     demo.add_argument("--eval-episodes", type=int, default=None,
                       help="held-out episodes per mirror task of each source (expert, suboptimal, "
                            "random) to evaluate the reward on")
     demo.add_argument("--graph-episodes", type=int, default=None,
                       help="expert and random episodes scored live in the graph on the longest mirror task; "
-                           "shorter tasks get as many frames (robot.demo.frame_matched_episodes)")
+                           "shorter tasks get as many frames (robot.demo.live_episodes)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "paper"), help="reward model sizes")
     demo.add_argument("--codec-steps", type=int, default=None, help="codec training steps")

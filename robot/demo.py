@@ -163,25 +163,23 @@ def record_through_graph(demos: Path, count: int, seed: int, log_root: Path, pro
 def record_demonstrations(demos: Path, train: int, held_out: int, seed: int, log_root: Path,
                           progress: bool = True, max_top_ups: int = 10) -> None:
     """Expert demonstrations of every mirror task through the graph until the dataset's split (the
-    one training reads, models.data.select_episodes) puts at least `train` episodes' worth of frames
-    of each task on its train side (frame_matched_episodes: 3x as many of reach's short episodes as
-    of push's): those + held_out first, then as many more as the train side lacks. The split is a
+    one training reads, models.data.select_episodes) puts at least `train` of each task on its
+    train side: train + held_out first, then as many more as the train side lacks. The split is a
     hash of each episode's id, so the held-out count varies around held_out (at least one)."""
     from models.data import select_episodes
     from sim.registry import mirror_tasks
 
     for task in mirror_tasks():
-        train_task = frame_matched_episodes(task, train)
-        count = train_task + held_out
+        count = train + held_out
         for _ in range(max_top_ups + 1):
             record_through_graph(demos, count, seed, log_root, progress, tasks=(task,))
             trained = len(select_episodes(demos, tasks=[task], split="train"))
-            if trained >= train_task:
+            if trained >= train:
                 break
-            count += train_task - trained
+            count += train - trained
         else:
             raise RuntimeError(f"{task}: the split still trains on {trained} of {count} expert episodes "
-                               f"after {max_top_ups} top-ups, fewer than the {train_task} asked for")
+                               f"after {max_top_ups} top-ups, fewer than the {train} asked for")
 
 
 def _graph_experts(root: Path, task: str) -> list:
@@ -204,11 +202,10 @@ def _set_aside_failed_experts(demos: Path, task: str, rejected: Path) -> list:
     return kept
 
 
-def frame_matched_episodes(task: str, episodes: int) -> int:
-    """Episodes of `task` that give about as many frames as `episodes` episodes of the longest mirror
-    task, for training and for live scoring alike: reach's 2 s episodes are 20 frames (14 after the
-    reward's warm-up) where push's are 60; two reach episodes a side did not order expert above
-    random live reliably where two push episodes did."""
+def live_episodes(task: str, episodes: int) -> int:
+    """Episodes per policy that give `task` about as many scored frames as `episodes` episodes of the
+    longest mirror task: reach's 2 s episodes are 20 frames, and two of them a side did not order
+    expert above random reliably where two 6 s push episodes did."""
     from sim.registry import mirror_tasks
     from sim.tasks import TASKS
 
@@ -223,7 +220,7 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
                         kind: str = "entropy", progress: bool = True) -> dict:
     """The trained reward (of this kind) live in the graph, brought up once: per mirror task (switched
     between episodes), scripted-expert and then random episodes (`episodes` of the longest task,
-    frame_matched_episodes of shorter ones), each frame scored by reward_node; their curves (PNG) and mean
+    live_episodes of shorter ones), each frame scored by reward_node; their curves (PNG) and mean
     standardised rewards."""
     from models.checkpoint import load_checkpoint
     from models.evaluation import plot_reward_curves
@@ -237,7 +234,7 @@ def score_through_graph(model: Path, episodes: int, seed: int, log_root: Path, p
         return json.loads(done_file.read_text())["figures"]  # this model was scored already: resume
     batches, plan = [], []  # one bring-up: per task, the expert's episodes, then the random policy's
     for task in mirror_tasks():
-        count = frame_matched_episodes(task, episodes)
+        count = live_episodes(task, episodes)
         batches += [(count, {**task_parameters(task), "policy_node": {"policy": policy},
                              "recorder_node": {"source": source, "policy": policy}})
                     for policy, source in LIVE_POLICIES.items()]
