@@ -59,7 +59,6 @@ def check_reward_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(check_reward_kind(kind) for kind in kinds)
 
 
-
 @dataclass(frozen=True)
 class RewardStats:
     """Mean and std (population, ddof=0) of the raw reward over the training expert frames."""

@@ -266,7 +266,7 @@ def _mean(episodes: list[list[float]]) -> float | None:
 
 def run_main_job(out: str | Path, *, episodes: int = 20, eval_episodes: int = 5, graph_episodes: int = 2,
                  seed: int = 0, preset: str = "cpu", codec_steps: int | None = None, video_steps: int | None = None,
-                 reward_kinds: Sequence[str] = ("entropy", "likelihood"), progress: bool = True) -> dict:
+                 reward_kinds: Sequence[str] = DEMO_BUDGETS["full"]["reward_kinds"], progress: bool = True) -> dict:
     """Record, train, evaluate these kinds of reward; returns (and writes to out/summary.json) the figures."""
     from models.evaluation import evaluate_reward
     from models.rewards import check_reward_kinds

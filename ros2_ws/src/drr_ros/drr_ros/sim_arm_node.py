@@ -167,7 +167,7 @@ class SimArmNode(Node):
         if task != self.p.task:
             old, self.env, self.p.task = self.env, self._mirror(task), task
             old.close()
-            self._on_randomize(Trigger.Request(), Trigger.Response())
+            self._next_scene()
         return None
 
     def destroy_node(self) -> None:
@@ -232,13 +232,18 @@ class SimArmNode(Node):
                 self.get_logger().error(f"task succeeded but {self.p.success_service} is not available")
 
     def _on_randomize(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = True, self._next_scene()
+        return response
+
+    def _next_scene(self) -> str:
+        """The task's scene at the next seed, the arm at its start pose; what happened, logged."""
         self._scene += 1
         seed = self.p.seed + self._scene
         self.env.reset(seed=seed)
         self._twist, self._gripper = None, 0.0  # the env starts with the gripper open
-        response.success, response.message = True, f"scene re-randomised: {self.p.task} seed {seed}"
-        self.get_logger().info(response.message)
-        return response
+        message = f"scene re-randomised: {self.p.task} seed {seed}"
+        self.get_logger().info(message)
+        return message
 
     def _health(self) -> tuple[bytes, str, dict]:
         wall = time.monotonic() - self._wall_start
