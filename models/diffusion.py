@@ -36,7 +36,7 @@ LOG_FLOOR = -70.0  # log of "zero" probability; keeps 0 * (log 0 - log 0) finite
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(layers=2, width=32, heads=4, mlp_ratio=2.0),  # tests
     # CPU labelling. frame_skip 3 (history t-6, t-3) separated held-out experts from random episodes
-    # better than skip 1 at the same cost (docs/ARCHITECTURE.md, Reward model).
+    # better than skip 1 at the same cost (docs/MEASUREMENTS.md, Reward model).
     "cpu": dict(layers=4, width=128, heads=8, mlp_ratio=2.0, frame_skip=3),
     "paper": dict(layers=16, width=128, heads=16, mlp_ratio=4.0),  # the paper's network
 }

@@ -16,7 +16,7 @@ The first `warmup_frames` of an episode are not scored: their history reaches be
 episode's first frame and is padded with it (as the paper's code pads), so it shows an arm that
 has not moved yet whatever the policy did, and the model scores how little a frame changed since
 the start rather than how expert-like the motion is (on the mirror a random policy's first frames
-scored above the expert's; docs/ARCHITECTURE.md, Reward model). Their standardised reward is 0,
+scored above the expert's; docs/MEASUREMENTS.md, Reward model). Their standardised reward is 0,
 the training experts' mean, so a policy gains or loses nothing there; their raw reward is still
 computed and reported.
 """

@@ -66,7 +66,7 @@ CODEC_SCHEDULES = {
     "tiny": Schedule(steps=60, batch_size=8, lr=1e-3, checkpoint_every=30),
     # ~11 minutes on 2 cores; the adversarial loss (disc_start 2000) joins only when trained longer.
     # 1600 steps, not 800: reach's goal marker and push's puck survive reconstruction, and held-out reach
-    # AUROC rose from 0.74 to 0.81 and 0.86 with two codec seeds (docs/ARCHITECTURE.md, Reward model).
+    # AUROC rose from 0.74 to 0.81 and 0.86 with two codec seeds (docs/MEASUREMENTS.md, Reward model).
     "cpu": Schedule(steps=1600, batch_size=16, lr=4e-4, checkpoint_every=200),
     "paper": Schedule(steps=100_000, batch_size=32, lr=4.5e-5, checkpoint_every=5000),
 }

@@ -59,7 +59,7 @@ def record_missing(root: Path, source: str, seeds: range, progress: bool = True)
 # demonstrations per task, where the reward figures of the docs come from. None: the preset's schedule.
 # reward_kinds: the kinds scored on the held-out episodes. quick scores only the likelihood: the paper's
 # entropy reward scores push and reach near or below chance on the mirror at frame_skip 3 (three runs: AUROC
-# 0.23-0.36 and 0.39-0.54; docs/ARCHITECTURE.md, Reward model), and scoring it took ~45 s of the 15 minutes.
+# 0.23-0.36 and 0.39-0.54; docs/MEASUREMENTS.md, Reward model), and scoring it took ~45 s of the 15 minutes.
 # likelihood_stay (two likelihood passes a frame) would double the held-out scoring and, live, fall behind
 # the camera's 10 frames/s on 2 cores; full scores it too.
 DEMO_BUDGETS = {
