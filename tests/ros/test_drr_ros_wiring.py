@@ -42,6 +42,7 @@ def test_param_accepts_and_coerces(param, value, expected):
     (Param("home", [0.5, 0.0, 0.25], "m", length=3), [0.5, 0.0], "a list of 3 finite numbers"),
     (Param("home", [0.5, 0.0, 0.25], "m", length=3), [0.5, math.nan, 0.0], "a list of 3 finite numbers"),
     (Param("confirm", False, "wait"), 1, "true or false"),
+    (Param("task", "sim:reach", "task id", nonblank=True), "  ", "a non-blank string (task id)"),
 ])
 def test_param_rejects_naming_the_parameter_the_value_and_what_is_accepted(param, value, accepted):
     with pytest.raises(ConfigError) as error:

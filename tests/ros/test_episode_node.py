@@ -108,6 +108,7 @@ def test_services_run_an_episode_reset_it_and_abort_on_a_failed_or_slow_reset(no
                           parameters_request(**values)).result
 
     assert "parameter episode_time_limit_s = -1.0 is invalid" in set_parameters(episode_time_limit_s=-1.0).reason
+    assert "parameter task = ' ' is invalid: expected a non-blank string" in set_parameters(task=" ").reason
     assert set_parameters(task="sim:reach", episode_time_limit_s=1.0).successful
     cell.send("reset fail")
     assert call(probe, "start").success

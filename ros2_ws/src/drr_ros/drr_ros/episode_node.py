@@ -31,7 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from drr_ros.wiring import ERROR, LATCHED_QOS, OK, WARN, Diagnostics, Param, declare, invalid, main_of, on_change
+from drr_ros.wiring import ERROR, LATCHED_QOS, OK, WARN, Diagnostics, Param, declare, main_of, on_change
 from robot.episodes import EpisodeEventRecord, EpisodeStateMachine, EpisodeTimeouts, InvalidTransition
 from robot.episodes.runner import EpisodeRunner
 
@@ -40,8 +40,8 @@ EVENTS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histor
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _DEFAULTS = EpisodeTimeouts()
 PARAMS = (
-    Param("task", "sim:reach", "task id of the episodes (metadata for recorder, policy and reward); may change "
-          "while idle", runtime=True),
+    Param("task", "sim:reach", "task id of the episodes, e.g. sim:reach (metadata for recorder, policy and "
+          "reward); may change while idle", nonblank=True, runtime=True),
     Param("episode_time_limit_s", _DEFAULTS.episode_s, "s an episode runs before it ends by itself; may change "
           "while idle", gt=0.0, le=86400.0, runtime=True),
     Param("ending_s", _DEFAULTS.ending_s, "s between ENDED and the reset (recorder closes, arm stops)",
@@ -62,8 +62,6 @@ class EpisodeNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NAME)
         p = declare(self, PARAMS)
-        if not p.task.strip():
-            raise invalid("task", p.task, "expected a task id, e.g. sim:reach")
         timeouts = EpisodeTimeouts(p.episode_time_limit_s, p.ending_s, p.reset_timeout_s)
         machine = EpisodeStateMachine(timeouts, clock=lambda: self.get_clock().now().nanoseconds * 1e-9)
         self.runner = EpisodeRunner(machine, p.task, auto_start=p.auto_start, num_episodes=p.num_episodes,
@@ -88,8 +86,6 @@ class EpisodeNode(Node):
         machine = self.runner.machine
         if machine.state != "idle":
             return f"the task and time limit change while idle; episode_node is {machine.state}"
-        if not values.get("task", self.runner.task).strip():
-            return f"parameter task = {values['task']!r} is invalid: expected a task id, e.g. sim:reach"
         self.runner.task = values.get("task", self.runner.task)
         if "episode_time_limit_s" in values:
             machine.timeouts = dataclasses.replace(machine.timeouts, episode_s=values["episode_time_limit_s"])

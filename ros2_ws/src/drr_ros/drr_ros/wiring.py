@@ -77,13 +77,15 @@ class Param:
     le: float | None = None
     choices: tuple[str, ...] = ()
     length: int | None = None  # lists: exact number of elements
+    nonblank: bool = False  # strings: refuse an empty or all-space value
     runtime: bool = False  # may be set while the node runs (see on_change)
 
     def accepted(self) -> str:
         if isinstance(self.default, bool):
             return "true or false"
         if isinstance(self.default, str):
-            return f"one of {', '.join(self.choices)}" if self.choices else "a string"
+            return f"one of {', '.join(self.choices)}" if self.choices else \
+                "a non-blank string" if self.nonblank else "a string"
         kind = "an integer" if isinstance(self.default, int) else "a number"
         if isinstance(self.default, list):
             kind = f"a list of {self.length} finite numbers" if self.length else "a list of finite numbers"
@@ -95,7 +97,8 @@ class Param:
         """The value with ints promoted to float where a float is expected; ConfigError if not accepted."""
         bad = invalid(self.name, value, f"expected {self.accepted()} ({self.description})")
         if isinstance(self.default, bool) or isinstance(self.default, str):
-            if type(value) is not type(self.default) or (self.choices and value not in self.choices):
+            if type(value) is not type(self.default) or (self.choices and value not in self.choices) \
+                    or (self.nonblank and not value.strip()):
                 raise bad
             return value
         if isinstance(self.default, list):
