@@ -16,9 +16,12 @@ from robot.cameras.frames import CameraError, EndOfStream, Frame, FrameSource
 from robot.cameras.librealsense import frame_from_frameset, require_pyrealsense2
 
 _POLL_S = 0.05  # how often a read checks whether playback has reached the end
-# A "stopped" status before any frame came may be playback not started yet (a loaded machine): it
-# means the end only once this long has passed since open() without a frame.
-_STARTUP_GRACE_S = 2.0
+# The end of a recording is a "stopped" status after playback started (librealsense reports both
+# through a callback), then this long without a frame: the pipeline's syncer still hands out frames
+# the playback thread read before it stopped. Before the first start, "stopped" means not started
+# yet, which on a loaded machine outlasted the 2 s grace that was here (a CI run got no frame).
+_END_QUIET_S = 0.5
+_START_TIMEOUT_S = 30.0  # a playback that has not started by then is taken as ended (read() cannot hang)
 
 
 class PlaybackSource(FrameSource):
@@ -50,12 +53,14 @@ class PlaybackSource(FrameSource):
             # set after start races the first frames, and loses them.
             playback = config.resolve(pipeline).get_device().as_playback()
             playback.set_real_time(self.real_time)
+            self._started_at = self._stopped_at = None
+            playback.set_status_changed_callback(self._on_status)  # before start: the first "playing" is seen
             pipeline.start(config)
         except RuntimeError as exc:
             raise CameraError(f"{self.path}: cannot play {'color + depth' if self.depth else 'color'} "
                               f"({exc}); recorded streams: {self._recorded_streams()}") from exc
         self._pipeline, self._playback = pipeline, playback
-        self._opened_at, self._got_frames = time.monotonic(), False
+        self._opened_at = self._last_frame_at = time.monotonic()
         self._align = rs.align(rs.stream.color) if self.depth else None
         self._pairing = _OnePerColorFrame()
 
@@ -67,11 +72,11 @@ class PlaybackSource(FrameSource):
             wait_ms = max(1, int(1000 * min(_POLL_S, max(deadline - time.monotonic(), 0.0))))
             ok, frames = self._pipeline.try_wait_for_frames(wait_ms)
             if ok:
-                self._got_frames = True
+                self._last_frame_at = time.monotonic()
                 frame = self._pairing.offer(*frame_from_frameset(frames, self._align))
                 if frame is not None:
                     return frame
-            elif self._playback.current_status() == self._rs.playback_status.stopped and self._may_have_ended():
+            elif self._at_end():
                 frame = self._pairing.flush()
                 if frame is None:
                     raise EndOfStream(f"{self.path}: end of recording")
@@ -79,8 +84,21 @@ class PlaybackSource(FrameSource):
             if time.monotonic() >= deadline:
                 return None
 
-    def _may_have_ended(self) -> bool:
-        return self._got_frames or time.monotonic() - self._opened_at > _STARTUP_GRACE_S
+    def _on_status(self, status) -> None:
+        """librealsense's playback thread: when playback (re)started and last stopped."""
+        if status == self._rs.playback_status.playing:
+            self._started_at = time.monotonic()
+        elif status == self._rs.playback_status.stopped:
+            self._stopped_at = time.monotonic()
+
+    def _at_end(self) -> bool:
+        """Playback stopped after it started and no frame has come since (module comment)."""
+        now, started, stopped = time.monotonic(), self._started_at, self._stopped_at
+        if started is None:
+            return now - self._opened_at > _START_TIMEOUT_S
+        return (stopped is not None and stopped >= started
+                and self._playback.current_status() == self._rs.playback_status.stopped
+                and now - max(stopped, self._last_frame_at) > _END_QUIET_S)
 
     def close(self) -> None:
         pipeline, self._pipeline, self._playback = self._pipeline, None, None
