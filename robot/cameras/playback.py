@@ -20,7 +20,7 @@ _POLL_S = 0.05  # how often a read checks whether playback has reached the end
 # through a callback), then this long without a frame: the pipeline's syncer still hands out frames
 # the playback thread read before it stopped. Before the first start, "stopped" means not started
 # yet, which on a loaded machine outlasted the 2 s grace that was here (a CI run got no frame).
-_END_QUIET_S = 0.5
+_END_QUIET_S = 0.25
 _START_TIMEOUT_S = 30.0  # a playback that has not started by then is taken as ended (read() cannot hang)
 
 

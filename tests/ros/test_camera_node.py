@@ -42,7 +42,8 @@ def test_playback_publishes_every_frame_with_its_stamp_camera_info_and_depth_the
     # Paced at 2 fps (8 s), so discovery has matched the probe before most frames go out, even on a
     # loaded 2-core CI machine where it once took over 3 s (only 2 of 8 frames at 2 fps arrived).
     nodes.start("camera_node", source="playback", path=str(recording), fps=2, depth=True)
-    probe.wait_for(lambda: "end of recording" in nodes.log("camera_node"), 20, "the end of the recording")
+    # 30 s: the node's start-up on a loaded machine, the 8 s of frames, the end (PlaybackSource).
+    probe.wait_for(lambda: "end of recording" in nodes.log("camera_node"), 30, "the end of the recording")
 
     color, info, depth = by_stamp(images), by_stamp(infos), by_stamp(depths)
     assert len(color) >= 4 and set(color) <= set(stamps)  # the first frames may beat discovery
